@@ -9,7 +9,8 @@ Structure (Huang et al., 2018, Fig. 2): a stem makes `n_scales` feature maps (sc
 each further scale half the resolution); every MSD layer adds `growth_rate * gr_factor[s]` channels
 at scale s, computed from the same scale ("normal" 3x3 conv) and from the next finer scale ("down"
 strided 3x3 conv); layers drop the finest scale as the network deepens, each drop followed by a 1x1
-transition that compresses the channels by `reduction`. A classifier ("exit") after every block reads
+transition that compresses the channels by `reduction`. A classifier ("exit") after every block
+reads
 the coarsest scale.
 
 References:
@@ -293,7 +294,8 @@ def apply_msd_layer(xs, layer_plan, n_scales, growth_rate, gr_factor, bn_factor,
 
     `xs` holds the `in_scales` input maps, finest first. With a discarded scale, output j is
     ``concat[x[j+1], down(x[j]), normal(x[j+1])]``; otherwise output 0 is
-    ``concat[x[0], normal(x[0])]`` and output j >= 1 is ``concat[x[j], down(x[j-1]), normal(x[j])]``.
+    ``concat[x[0], normal(x[0])]`` and output j >= 1 is
+    ``concat[x[j], down(x[j-1]), normal(x[j])]``.
     """
     p = layer_plan
     offset = n_scales - p.out_scales
