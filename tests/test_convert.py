@@ -1,9 +1,9 @@
 """Reference checkpoint converter: key coverage, prefix handling and error reports."""
 
+import golden
 import numpy as np
 import pytest
 
-import golden
 from msdnet_tf.convert import load_reference_weights, read_torch_checkpoint, reference_weight_map
 from msdnet_tf.presets import build_preset
 

@@ -3,11 +3,11 @@
 import json
 import re
 
+import golden
 import keras
 import numpy as np
 import pytest
 
-import golden
 from msdnet_tf import model as msd
 from msdnet_tf.convert import load_reference_weights
 from msdnet_tf.costs import format_cost_table, per_exit_costs
@@ -64,8 +64,8 @@ def test_params_flops_and_shapes_equal_reference(config):
     costs = per_exit_costs(model)
     assert [c.cumulative_params for c in costs] == figures["cumulative_params_per_exit"]
     assert [c.cumulative_flops for c in costs] == figures["cumulative_flops_per_exit"]
-    plan = msd.plan_msdnet(**{k: kwargs[k] for k in (
-        "n_blocks", "base", "step", "step_mode", "n_channels", "growth_rate", "gr_factor")})  # fmt: skip
+    plan_args = ("n_blocks", "base", "step", "step_mode", "n_channels", "growth_rate", "gr_factor")
+    plan = msd.plan_msdnet(**{k: kwargs[k] for k in plan_args})
     assert list(plan.steps) == figures["layers_per_block"]
     for block, expected in enumerate(figures["block_output_shapes_nchw"], start=1):
         shapes = [
