@@ -3,8 +3,9 @@
     python scripts/train.py --config configs/cifar100_anytime.py --workdir runs/c100 \
         --config.data.data_dir /data/cifar
 
-expects `cifar-100-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 74-75% top-1 at the last exit. `--config configs/cifar100_anytime.py:smoke`
-runs two short epochs for tests.
+expects `cifar-100-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about
+74-75% top-1 at the last exit. `--config configs/cifar100_anytime.py:smoke` runs two short epochs
+for tests.
 """
 
 from msdnet_tf.config import base_config

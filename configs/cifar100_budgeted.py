@@ -3,8 +3,9 @@
     python scripts/train.py --config configs/cifar100_budgeted.py --workdir runs/c100b \
         --config.data.data_dir /data/cifar
 
-expects `cifar-100-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 75% top-1 at the last exit and the budgeted curve of the paper. `--config configs/cifar100_budgeted.py:smoke`
-runs two short epochs for tests.
+expects `cifar-100-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 75%
+top-1 at the last exit and the budgeted curve of the paper. `--config
+configs/cifar100_budgeted.py:smoke` runs two short epochs for tests.
 """
 
 from msdnet_tf.config import base_config

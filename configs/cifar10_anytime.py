@@ -3,8 +3,8 @@
     python scripts/train.py --config configs/cifar10_anytime.py --workdir runs/c10 \
         --config.data.data_dir /data/cifar
 
-expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about
-94% top-1 at the last exit (paper: 7 exits, 15-76 MFLOPs). `--config configs/cifar10_anytime.py:smoke`
+expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 94%
+top-1 at the last exit (paper: 7 exits, 15-76 MFLOPs). `--config configs/cifar10_anytime.py:smoke`
 runs two short epochs for tests.
 """
 

@@ -3,8 +3,9 @@
     python scripts/train.py --config configs/cifar10_b10.py --workdir runs/c10b10 \
         --config.data.data_dir /data/cifar
 
-expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with per-exit accuracies like the blog's Fig. 1 (B1 about 88%, B10 about 94%). `--config configs/cifar10_b10.py:smoke`
-runs two short epochs for tests.
+expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with per-exit
+accuracies like the blog's Fig. 1 (B1 about 88%, B10 about 94%). `--config
+configs/cifar10_b10.py:smoke` runs two short epochs for tests.
 """
 
 from msdnet_tf.config import base_config

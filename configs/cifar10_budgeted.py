@@ -3,8 +3,9 @@
     python scripts/train.py --config configs/cifar10_budgeted.py --workdir runs/c10b \
         --config.data.data_dir /data/cifar
 
-expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 94% top-1 at the last exit and the budgeted curve of the paper. `--config configs/cifar10_budgeted.py:smoke`
-runs two short epochs for tests.
+expects `cifar-10-python.tar.gz` (or its extracted folder) in /data/cifar and ends with about 94%
+top-1 at the last exit and the budgeted curve of the paper. `--config
+configs/cifar10_budgeted.py:smoke` runs two short epochs for tests.
 """
 
 from msdnet_tf.config import base_config
