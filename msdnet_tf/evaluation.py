@@ -21,11 +21,18 @@ errors). Exits are numbered from 1 in names (``B1`` ... ``BK``, as in the Grad-C
 indexed from 0 in arrays.
 
 Ties: the predicted class is the first maximum (``np.argmax``); in top-k, classes with equal
-scores are ranked by class index, so top-1 always agrees with ``argmax``.
+scores are ranked by class index, so top-1 always agrees with ``argmax``. (PyTorch does not
+promise which index ``max`` returns on exact ties; this only matters for rows with two equal
+maxima.)
 
 No NaN is ever returned: an accuracy that is undefined (a class without samples) is a masked
 entry in arrays, ``None`` in records and JSON, an empty cell in CSV files and a blank cell in
 plots.
+
+Example:
+    >>> probs = softmax(logits)                  # (K, N, C), e.g. from the model's K outputs
+    >>> summary = write_report("runs/x", probs, labels, class_names, cumulative_flops, val_probs)
+    >>> print(per_exit_markdown(summary["per_exit"]))
 
 References:
     Huang, Chen, Li, Wu, van der Maaten, Weinberger. "Multi-Scale Dense Networks for Resource
@@ -301,8 +308,9 @@ def per_exit_topk(scores, labels, ks: Sequence[int] = (1, 5)) -> list[dict]:
         defined (every class would be in the "top k") and is ``None``; ``k == C`` gives 1.0.
 
     Example:
-        >>> per_exit_topk(probs, labels)[0]
-        {'exit': 1, 'name': 'B1', 'top1': 0.91, 'top5': 0.997}
+        >>> scores = np.array([[[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]]])  # K = 1, N = 2, C = 3
+        >>> per_exit_topk(scores, [1, 2], ks=(1, 2))
+        [{'exit': 1, 'name': 'B1', 'top1': 0.5, 'top2': 0.5}]
     """
     array, labels = _check_pair(scores, labels, need_probs=False)
     ks = tuple(ks)
@@ -1063,7 +1071,7 @@ def budgeted_sweep(
         result = budgeted_evaluate(test, labels, thresholds, flops)
         records.append(
             {
-                "p": p,
+                "p": int(p) if isinstance(p, numbers.Integral) else float(p),
                 "q": float(q),
                 "thresholds": thresholds.tolist(),
                 "proportions": [float(w) for w in _weights(q, num_exits)],

@@ -465,3 +465,22 @@ def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert "Received:" in str(info.value)
+
+
+def test_float32_thresholds_are_exact_float32_confidences():
+    # The early-exit engine compares float32 confidences with float32-cast thresholds: this must
+    # give the same exits as the float64 rule here.
+    rng = np.random.default_rng(7)
+    probs = _random_probs(rng, (4, 300, 10)).astype(np.float32)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    for p in (3, 20, 37):
+        thresholds = ev.budgeted_thresholds(list(probs), p)
+        finite = thresholds[np.isfinite(thresholds)]
+        np.testing.assert_array_equal(finite.astype(np.float32).astype(np.float64), finite)
+        conf32 = probs.max(axis=-1)
+        passes = conf32 >= thresholds.astype(np.float32)[:, None]
+        passes[-1] = True
+        np.testing.assert_array_equal(np.argmax(passes, axis=0), ev.exit_indices(probs, thresholds))
+    np.testing.assert_array_equal(
+        ev.budgeted_thresholds(probs, 20.0), ev.budgeted_thresholds(probs, np.int64(20))
+    )
