@@ -5,6 +5,8 @@ fixed-size batches under `tf.function`.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -145,6 +147,25 @@ def select_output(outputs, index: int, names: list[str]):
     return outputs
 
 
+# model -> {output position: compiled function}. Weak keys: the compiled functions hold a
+# sub-model that shares the model's layers but not the model object, so entries go with it.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_output(model: keras.Model, index: int):
+    """A `tf.function` computing output `index` of `model`, cached while the model lives, so
+    that metrics called batch after batch in a loop trace the model once."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:  # Subclassed model: no graph to cut, nothing safe to cache.
+        names = output_names(model)
+        return tf.function(lambda x: select_output(model(x, training=False), index, names))
+    per_model = _COMPILED.setdefault(model, {})
+    if index not in per_model:
+        sub = keras.Model(model.inputs, outputs[index])
+        per_model[index] = tf.function(lambda x: sub(x, training=False), reduce_retracing=True)
+    return per_model[index]
+
+
 class BatchedPredictor:
     """Runs one output of a model over many inputs in fixed-size batches.
 
@@ -158,14 +179,8 @@ class BatchedPredictor:
             raise ValueError(
                 f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
             )
-        self._model = single_output_model(model, index)
-        self._index = index if self._model is model else 0
-        self._names = output_names(self._model)
         self.batch_size = batch_size
-        self._fn = tf.function(self._call)
-
-    def _call(self, x):
-        return select_output(self._model(x, training=False), self._index, self._names)
+        self._fn = compiled_output(model, index)
 
     def __call__(self, total: int, make_chunk) -> np.ndarray:
         """Outputs for inputs 0..total-1, where `make_chunk(start, stop)` builds inputs

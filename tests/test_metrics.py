@@ -235,3 +235,13 @@ def test_bad_steps_baseline_and_mode_raise(linear_case):
         metrics.model_randomization_check(model, images, _gradient_map, mode="top")
     with pytest.raises(ValueError, match="layer_names"):
         metrics.model_randomization_check(model, images, _gradient_map, layer_names=["nope"])
+
+
+def test_repeated_calls_trace_the_model_once(linear_case):
+    from gradcam_tf import _outputs
+
+    model, images, perfect, *_ = linear_case
+    model = keras.models.clone_model(model)  # a fresh model, not shared with other tests
+    for _ in range(3):
+        metrics.deletion_auc(model, images, perfect, 0, steps=5, batch_size=8)
+    assert _outputs.compiled_output(model, 0).experimental_get_tracing_count() == 1
