@@ -1,18 +1,38 @@
-"""msdnet_tf: MSD-Net for anytime image classification on Keras 3 / TensorFlow."""
+"""msdnet_tf: MSD-Net for anytime image classification on Keras 3 / TensorFlow.
+
+Public names are imported lazily, so that numpy-only modules (``msdnet_tf.evaluation``) load
+without TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from msdnet_tf.model import (  # noqa: E402
-    build_msdnet,
-    exit_feature_layer_names,
-    exit_head_conv_layer_names,
-    plan_msdnet,
-)
+# public name -> module that defines it
+_EXPORTS = {
+    "build_msdnet": "msdnet_tf.model",
+    "plan_msdnet": "msdnet_tf.model",
+    "exit_feature_layer_names": "msdnet_tf.model",
+    "exit_head_conv_layer_names": "msdnet_tf.model",
+    "block_output_layer_names": "msdnet_tf.model",
+    "PRESETS": "msdnet_tf.presets",
+    "build_preset": "msdnet_tf.presets",
+    "per_exit_costs": "msdnet_tf.costs",
+    "format_cost_table": "msdnet_tf.costs",
+    "load_reference_weights": "msdnet_tf.convert",
+    "base_config": "msdnet_tf.config",
+}
 
-__all__ = [
-    "__version__",
-    "build_msdnet",
-    "exit_feature_layer_names",
-    "exit_head_conv_layer_names",
-    "plan_msdnet",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'msdnet_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
