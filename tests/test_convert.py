@@ -108,3 +108,29 @@ def test_torch_checkpoint_errors(tmp_path):
     except ImportError:
         with pytest.raises(ImportError, match="pip install torch"):
             read_torch_checkpoint(str(path))
+
+
+def test_convert_checkpoint_script_writes_an_equivalent_keras_model(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    source = build_preset("testing")
+    npz = tmp_path / "state.npz"
+    np.savez(npz, **_state_dict_of(source, prefix="module."))
+    out = tmp_path / "converted.keras"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "scripts", "convert_checkpoint.py"),
+         "--config", os.path.join(root, "configs", "testing.py"),
+         "--checkpoint", str(npz), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    loaded = keras.saving.load_model(out, safe_mode=True)
+    for a, b in zip(_outputs(source, x), _outputs(loaded, x)):
+        np.testing.assert_array_equal(a, b)
