@@ -668,8 +668,9 @@ def model_randomization_check(
 
     Example:
         >>> def explain(m, x):
-        ...     return GradCAM(m)(x, targets)
-        >>> model_randomization_check(model, images, explain, mode="cascading").mean_correlations
+        ...     return gradcam_tf.GradCAM(m).explain(x)[0]  # the maps of output 0
+        >>> check = model_randomization_check(model, images, explain, mode="cascading")
+        >>> dict(zip(check.stage_names, check.mean_correlations))
 
     References:
         Adebayo et al. "Sanity Checks for Saliency Maps". NeurIPS 2018.
