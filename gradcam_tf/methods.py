@@ -53,20 +53,25 @@ class GradCAMPlusPlus(BaseCAM):
     """Grad-CAM++: channels weighted by positive gradients with per-pixel coefficients.
 
     The tf-keras-vis 0.8.7 variant (`tf_keras_vis.gradcam_plus_plus.GradcamPlusPlus`), i.e. the
-    paper's closed form for an exponential score, with the alphas normalised per channel::
+    paper's closed form for the exponential output Y = exp(S), with the alphas normalised per
+    channel::
 
         alpha_c(i, j) = G_c^2 / (2 G_c^2 + sum_ab A_c(a, b) * G_c^3)      (0 where G_c = 0)
         alpha_c      <- alpha_c / sum_ij alpha_c(i, j)                       (if the sum is not 0)
-        w_c          = sum_ij ReLU(G_c(i, j)) * alpha_c(i, j)
+        w_c          = exp(S) * sum_ij ReLU(G_c(i, j)) * alpha_c(i, j)
         cam          = ReLU(sum_c w_c A_c)
 
-    The paper and tf-keras-vis multiply every derivative by exp(S); that factor cancels in alpha
-    and scales all w_c by the same positive number, so it is left out (exp of a logit above 88
-    overflows float32). pytorch-grad-cam does not normalise alpha, and its maps differ. Agrees
-    with tf-keras-vis 0.8.7 to 1e-5.
+    exp(S) cancels in alpha, and in w_c it is one positive factor per sample, so it only matters
+    through the epsilon of the min-max normalisation: for a class whose logit is far below zero
+    the map's range falls under 1e-7 and the normalised map flattens towards zero, in
+    tf-keras-vis as here. ``exp_weights=False`` leaves the factor out (the map is then that of
+    S = 0). The exponent is capped at 60 so that w stays finite in float32 (above that the
+    epsilon is negligible anyway). pytorch-grad-cam neither normalises alpha nor uses exp(S),
+    and its maps differ. Agrees with tf-keras-vis 0.8.7 to 1e-5.
 
     Args:
         model: a functional or Sequential Keras 3 model with one image input.
+        exp_weights: multiply the weights by exp(S) (paper, tf-keras-vis; the default).
         score_on: "logits" (default) or "probabilities".
 
     Example:
@@ -78,6 +83,10 @@ class GradCAMPlusPlus(BaseCAM):
         https://arxiv.org/abs/1710.11063
     """
 
+    def __init__(self, model: keras.Model, *, exp_weights: bool = True, score_on: str = "logits"):
+        super().__init__(model, score_on=score_on)
+        self.exp_weights = bool(exp_weights)
+
     def channel_weights(self, ctx: CamContext) -> tf.Tensor:
         grads, acts = ctx.gradients, ctx.activations
         grads2 = tf.square(grads)
@@ -86,7 +95,10 @@ class GradCAMPlusPlus(BaseCAM):
         alpha = tf.where(valid, grads2 / tf.where(valid, denominator, 1.0), 0.0)
         total = tf.reduce_sum(alpha, _SPATIAL, keepdims=True)
         alpha = alpha / tf.where(tf.equal(total, 0.0), 1.0, total)
-        return tf.reduce_sum(tf.nn.relu(grads) * alpha, axis=_SPATIAL)
+        weights = tf.reduce_sum(tf.nn.relu(grads) * alpha, axis=_SPATIAL)
+        if self.exp_weights:
+            weights = weights * tf.exp(tf.minimum(tf.cast(ctx.scores, tf.float32), 60.0))[:, None]
+        return weights
 
 
 class XGradCAM(BaseCAM):
