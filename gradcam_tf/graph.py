@@ -144,6 +144,7 @@ class FlatGraph:
             for tensor in step.inputs:
                 self.consumers[tensor].append(step.index)
         self.reach = self._reachable_outputs()
+        self._schedules: dict[tuple[int, ...], list[int]] = {}
 
     # ---------------------------------------------------------------------------------------
     # Building
@@ -178,7 +179,8 @@ class FlatGraph:
                 args, kwargs = node.arguments.args, node.arguments.kwargs
                 name = self._next_name(prefix + operation.name)
                 if _is_graph_model(operation):
-                    inner_inputs = [local[id(x)] for x in keras.tree.flatten(args[0])]
+                    fed = args[0] if args else kwargs.get("inputs", next(iter(kwargs.values())))
+                    inner_inputs = [local[id(x)] for x in keras.tree.flatten(fed)]
                     inner_outputs = self._open(operation, inner_inputs, prefix=name + "/")
                     for x, i in zip(node.outputs, inner_outputs):
                         local[id(x)] = i
@@ -309,7 +311,10 @@ class FlatGraph:
                 tap_values[key] = tf.zeros_like(values[tap.tensor])
                 if tape is not None:
                     tape.watch(tap_values[key])
-        for index in sorted(self.ancestors(list(fetch))):
+        key = tuple(sorted(set(fetch)))
+        if key not in self._schedules:
+            self._schedules[key] = sorted(self.ancestors(key))
+        for index in self._schedules[key]:
             step = self.steps[index]
 
             def fill(x, step=step):

@@ -1,8 +1,10 @@
 """Target layers: the automatic rule, names inside nested models, nested-model explanations."""
 
 import gradcam_models
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
 import gradcam_tf
 
@@ -101,3 +103,21 @@ def test_logits_are_read_from_a_separate_activation_layer():
     # score_on="probabilities" differs from logits (the softmax couples the classes).
     probs = gradcam_tf.GradCAM(inside, score_on="probabilities").explain(images, [0, 1, 2])[0]
     assert np.abs(probs - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("call", ["positional", "keyword"])
+def test_transfer_learning_pattern_base_called_with_training_false(call):
+    """`base(x, training=False)` (or `base(inputs=x, ...)`), the keras.io fine-tuning recipe."""
+    keras.utils.set_random_seed(0)
+    inner = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="conv")(inner)
+    x = layers.BatchNormalization(name="bn")(x)
+    base = keras.Model(inner, layers.ReLU(name="relu")(x), name="base")
+    inputs = keras.Input((16, 16, 3), name="image")
+    features = base(inputs, training=False) if call == "positional" else base(inputs=inputs)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(features)
+    model = keras.Model(inputs, layers.Dense(3, name="logits")(pooled))
+    cam = gradcam_tf.GradCAM(model)
+    assert cam.target_layers == ["base/relu"]
+    (got,) = cam.explain(gradcam_models.images(2), targets=[0, 1])
+    assert got.shape == (2, 16, 16) and got.max() > 0.9

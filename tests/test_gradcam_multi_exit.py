@@ -141,3 +141,21 @@ def test_every_method_on_every_exit(model, images, method):
         assert np.isfinite(m).all() and m.min() >= 0.0 and m.max() <= 1.0
     raw = explainer.explain(images, normalize=False)
     assert all(np.isfinite(m).all() for m in raw)
+
+
+def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model):
+    """On the real MSD-Net (`testing` preset): the automatic layers are the exits' head convs,
+    and both endpoint families of DESIGN.md give all exits' maps in one pass, exactly."""
+    msdnet_model = pytest.importorskip("msdnet_tf.model")
+    heads = msdnet_model.exit_head_conv_layer_names(testing_model)
+    features = msdnet_model.exit_feature_layer_names(testing_model)
+    cam = gradcam_tf.GradCAM(testing_model)
+    assert cam.target_layers == heads
+    size = testing_model.input_shape[1:]
+    images = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
+    for layers in (heads, features):
+        assert cam.gradient_passes(layers=layers) == 1
+        together = cam.explain(images, layers=layers, resize=None, normalize=False)
+        for k, layer in enumerate(layers):
+            (alone,) = cam.explain(images, layers=layer, outputs=k, resize=None, normalize=False)
+            np.testing.assert_allclose(together[k], alone, rtol=1e-6, atol=1e-9)
