@@ -43,7 +43,12 @@ class Saliency(Explainer):
         super().__init__(model, score_on=score_on)
 
     def explain(
-        self, images, targets=None, outputs=None, keep_channels: bool = False, normalize=True
+        self,
+        images,
+        targets=None,
+        outputs=None,
+        keep_channels: bool = False,
+        normalize: bool = True,
     ) -> list[np.ndarray]:
         """Saliency maps for a batch of images.
 

@@ -121,3 +121,17 @@ def test_transfer_learning_pattern_base_called_with_training_false(call):
     assert cam.target_layers == ["base/relu"]
     (got,) = cam.explain(gradcam_models.images(2), targets=[0, 1])
     assert got.shape == (2, 16, 16) and got.max() > 0.9
+
+
+@pytest.mark.parametrize("builder", ["nested_backbone_model", "multi_exit_cnn"])
+def test_same_maps_after_keras_save_and_load(builder, tmp_path):
+    model = getattr(gradcam_models, builder)()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    images = gradcam_models.images(2)
+    expected = gradcam_tf.GradCAM(model).explain(images)
+    got = gradcam_tf.GradCAM(reloaded).explain(images)
+    assert gradcam_tf.GradCAM(reloaded).target_layers == gradcam_tf.GradCAM(model).target_layers
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
