@@ -97,7 +97,8 @@ def test_logits_are_read_from_a_separate_activation_layer():
     separate = gradcam_models.tiny_cnn(final_activation="softmax", separate_activation=True)
     inside = gradcam_models.tiny_cnn(final_activation="softmax")
     expected = gradcam_tf.GradCAM(linear).explain(images, targets=[0, 1, 2])[0]
-    for model in (separate, inside):  # same seed: same weights as `linear`
+    as_op = keras.Model(linear.inputs, keras.ops.softmax(linear.output))
+    for model in (separate, inside, as_op):  # same seed: same weights as `linear`
         got = gradcam_tf.GradCAM(model).explain(images, targets=[0, 1, 2])[0]
         np.testing.assert_allclose(got, expected, atol=1e-6)
     # score_on="probabilities" differs from logits (the softmax couples the classes).
