@@ -54,6 +54,7 @@ setup(
         "scipy>=1.11",
         "pillow>=10",
         "tqdm>=4.66",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "tf-keras-vis==0.8.7"],
