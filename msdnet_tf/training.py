@@ -101,7 +101,9 @@ def learning_rate_schedule(config, steps_per_epoch: int):
             "`config.train.schedule` must be 'step', 'step30' or 'cosine'. "
             f"Received: {train.schedule!r}"
         )
-    boundaries = [e * steps_per_epoch for e in epochs_at if e > 0]
+    # Keras evaluates the schedule at `iterations` before the step: the first step of epoch e is
+    # step e * steps_per_epoch, which must already see the reduced rate (PyTorch MultiStepLR).
+    boundaries = [e * steps_per_epoch - 1 for e in epochs_at if e > 0]
     if not boundaries:
         return lr
     values = [lr * 0.1**i for i in range(len(boundaries) + 1)]
