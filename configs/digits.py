@@ -11,11 +11,11 @@ from msdnet_tf.config import base_config
 
 
 def get_config(arg=None):
-    config = base_config("digits", "digits", epochs=30, batch_size=64)
+    config = base_config("digits", "digits", epochs=12, batch_size=64)
     config.train.learning_rate = 0.05
     config.train.schedule = "cosine"
     config.train.nesterov = True
-    config.gradcam.every_n_epochs = 1
+    config.gradcam.every_n_epochs = 0  # TODO(viz): 1 once gradcam_tf.callbacks lands
     if arg == "smoke":
         config.train.epochs = 2
         config.train.steps_per_epoch = 3

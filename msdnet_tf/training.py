@@ -236,6 +236,28 @@ def _inference_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
+def gradcam_callback(config, splits, n_exits: int, workdir: str):
+    """The Grad-CAM-over-epochs callback of ``config.gradcam`` (None when disabled).
+
+    Images: the first test image of each of the first ``num_images`` classes; targets: the block
+    features each chosen exit reads (``exit{k}_features``).
+    """
+    if config.gradcam.every_n_epochs <= 0:
+        return None
+    from gradcam_tf.callbacks import GradCAMCallback
+
+    picks = [int(np.flatnonzero(splits.test_y == c)[0]) for c in np.unique(splits.test_y)]
+    picks = picks[: config.gradcam.num_images]
+    exits = list(config.gradcam.exits or range(1, n_exits + 1))
+    return GradCAMCallback(
+        splits.normalize(splits.test_x[picks]), splits.test_x[picks], splits.test_y[picks],
+        splits.class_names, os.path.join(workdir, "gradcam_epochs"),
+        layers=[f"exit{k}_features" for k in exits], outputs=[k - 1 for k in exits],
+        every_n_epochs=config.gradcam.every_n_epochs,
+        tensorboard_dir=os.path.join(workdir, "tensorboard", "gradcam"),
+    )  # fmt: skip
+
+
 def _callbacks(config, workdir: str, n_exits: int, extra) -> list:
     monitor = f"val_exit{n_exits}_logits_top1"
     return [
@@ -243,7 +265,7 @@ def _callbacks(config, workdir: str, n_exits: int, extra) -> list:
         BestModel(workdir, monitor),
         keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
-        *(extra or []),
+        *extra,
     ]
 
 
@@ -305,6 +327,8 @@ def train(config, workdir: str, extra_callbacks=None) -> tuple[keras.Model, data
         model, start = _model_and_start(config, workdir, steps)
     epochs = int(config.train.epochs)
     names = model.output_names
+    extra_callbacks = list(extra_callbacks or [])
+    cams = [c for c in [gradcam_callback(config, splits, len(names), workdir)] if c is not None]
     if start < epochs:
         model.fit(
             per_exit_labels(_epoch_stream(splits, start, epochs, steps), names),
@@ -312,7 +336,7 @@ def train(config, workdir: str, extra_callbacks=None) -> tuple[keras.Model, data
             initial_epoch=start,
             steps_per_epoch=steps,
             validation_data=per_exit_labels(splits.validation_dataset(), names),
-            callbacks=_callbacks(config, workdir, len(model.outputs), extra_callbacks),
+            callbacks=_callbacks(config, workdir, len(model.outputs), extra_callbacks + cams),
             shuffle=False,  # the epoch-keyed pipeline already shuffles
             verbose=2,
         )

@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from msdnet_tf.training import train_and_evaluate
+from msdnet_tf.visualize import visualize_run
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/digits_demo", "Where the run folder goes.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,7 +30,14 @@ def stage_train_and_evaluate(config, workdir):
     return summary
 
 
-STAGES = [("train + evaluate", stage_train_and_evaluate)]
+def stage_visualize(config, workdir):
+    del config
+    pages = visualize_run(workdir)
+    print(f"Grad-CAM grid: {pages['grid']}\nPer-class view: {pages['class']}")
+    print(f"Training animations: {len(pages['animations'])} GIFs\nBrowse: {pages['index']}")
+
+
+STAGES = [("train + evaluate", stage_train_and_evaluate), ("visualize", stage_visualize)]
 
 
 def main(argv):
