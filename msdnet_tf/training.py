@@ -250,12 +250,17 @@ def gradcam_callback(config, splits, n_exits: int, workdir: str):
     picks = picks[: config.gradcam.num_images]
     exits = list(config.gradcam.exits or range(1, n_exits + 1))
     return GradCAMCallback(
-        splits.normalize(splits.test_x[picks]), splits.test_x[picks], splits.test_y[picks],
-        splits.class_names, os.path.join(workdir, "gradcam_epochs"),
-        layers=[f"exit{k}_features" for k in exits], outputs=[k - 1 for k in exits],
+        splits.normalize(splits.test_x[picks]),
+        splits.test_y[picks],
+        splits.class_names,
+        layers=[f"exit{k}_features" for k in exits],
+        outputs=[k - 1 for k in exits],
         every_n_epochs=config.gradcam.every_n_epochs,
+        out_dir=os.path.join(workdir, "gradcam_epochs"),
+        display_images=splits.test_x[picks],
         tensorboard_dir=os.path.join(workdir, "tensorboard", "gradcam"),
-    )  # fmt: skip
+        image_ids=picks,
+    )
 
 
 def _callbacks(config, workdir: str, n_exits: int, extra) -> list:
