@@ -15,7 +15,7 @@ def get_config(arg=None):
     config.train.learning_rate = 0.05
     config.train.schedule = "cosine"
     config.train.nesterov = True
-    config.gradcam.every_n_epochs = 0  # TODO(viz): 1 once gradcam_tf.callbacks lands
+    config.gradcam.every_n_epochs = 1
     if arg == "smoke":
         config.train.epochs = 2
         config.train.steps_per_epoch = 3
