@@ -21,6 +21,8 @@ _EXPORTS = {
     "format_cost_table": "msdnet_tf.costs",
     "load_reference_weights": "msdnet_tf.convert",
     "base_config": "msdnet_tf.config",
+    "fold_batchnorm": "msdnet_tf.optimize",
+    "configure_cpu_threads": "msdnet_tf.optimize",
 }
 
 __all__ = ["__version__", *_EXPORTS]
