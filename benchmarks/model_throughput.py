@@ -2,19 +2,31 @@
 
     python benchmarks/model_throughput.py --preset cifar10_anytime --batch 64 --repeats 5
 
-Modes, measured interleaved in one run (the machine is noisy, so compare ratios):
+A mode is ``<execution>[+fold][+bf16]``:
 
-* ``eager``: ``model(x, training=...)`` called eagerly;
-* ``function``: the same call inside ``tf.function``;
-* ``xla``: ``tf.function(jit_compile=True)``.
+* execution ``eager`` (``model(x, training=...)`` called eagerly), ``function`` (inside
+  ``tf.function``) or ``xla`` (``tf.function(jit_compile=True)``);
+* ``+fold``: inference on ``msdnet_tf.fold_batchnorm(model)`` (BatchNorm folded into the convs;
+  inference only);
+* ``+bf16``: the model built under ``keras.mixed_precision`` policy ``mixed_bfloat16``
+  (bfloat16 compute, float32 variables; an approximation, opt-in).
+
+Thread-pool sizes (``--threads``: ``default`` or ``INTRAxINTER``) and oneDNN (``--onednn``:
+``default``, ``on``, ``off``, i.e. ``TF_ENABLE_ONEDNN_OPTS``) are fixed per process, so each
+combination runs in its own worker process. Every (worker, mode) pair is timed in turn, repeat
+after repeat, one at a time: the machine is noisy and shared, so compare within a run.
 
 Inference is the forward pass in inference mode (all exits). A training step is forward (training
 mode), the summed cross-entropy of all exits, backward and an SGD update. Images/s is the median
-over repeats of ``batch * iters / seconds``.
+over repeats of ``batch * iters / seconds``. The model has non-trivial BatchNorm statistics, and
+the ``max |dlogit|`` column is the largest deviation of a mode's logits from float32 ``function``
+in inference mode (same weights, same batch).
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import platform
 import statistics
@@ -27,40 +39,118 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Steps per timed repeat.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per mode (interleaved).")
-_MODES = flags.DEFINE_list("modes", ["eager", "function", "xla"], "Modes to compare.")
-_TRAIN = flags.DEFINE_bool("train", True, "Also time training steps.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per (worker, mode).")
+_INFER = flags.DEFINE_list(
+    "infer_modes",
+    ["function", "xla", "function+fold", "xla+fold", "function+bf16", "function+fold+bf16"],
+    "Inference modes (see the module docstring); empty to skip inference.",
+)
+_TRAIN = flags.DEFINE_list(
+    "train_modes",
+    ["function", "xla", "function+bf16"],
+    "Training-step modes (no +fold); empty to skip training.",
+)
+_THREADS = flags.DEFINE_list(
+    "threads", ["default", "1x2"], "Thread pools per worker: 'default' or INTRAxINTER."
+)
+_ONEDNN = flags.DEFINE_list(
+    "onednn", ["default"], "TF_ENABLE_ONEDNN_OPTS per worker: default, on or off."
+)
+_REFERENCE = flags.DEFINE_list(
+    "reference",
+    [],
+    "Reference images/s 'INFER,TRAIN' to print ratios against (e.g. 374,115, the PyTorch "
+    "reference's cifar10_anytime figures at batch 64 quoted in the issue).",
+)
+
+_EXECUTIONS = ("eager", "function", "xla")
 
 
-def make_forward(model, mode):
+def parse_mode(mode: str, task: str) -> tuple[str, bool, bool]:
+    """``'xla+fold+bf16'`` -> ``('xla', True, True)``; validates the combination."""
+    execution, *options = mode.split("+")
+    unknown = set(options) - {"fold", "bf16"}
+    if execution not in _EXECUTIONS or unknown or len(set(options)) != len(options):
+        raise ValueError(
+            "A mode is eager|function|xla followed by optional '+fold' and '+bf16'. "
+            f"Received: mode={mode!r}"
+        )
+    if task == "train" and "fold" in options:
+        raise ValueError(f"'+fold' is an inference rewrite. Received: train mode={mode!r}")
+    return execution, "fold" in options, "bf16" in options
+
+
+def parse_threads(spec: str) -> tuple[int, int] | None:
+    """``'default'`` -> None; ``'1x2'`` -> (1, 2)."""
+    if spec == "default":
+        return None
+    try:
+        intra, inter = (int(v) for v in spec.split("x"))
+    except ValueError:
+        raise ValueError(f"Expected 'default' or INTRAxINTER. Received: threads={spec!r}") from None
+    return intra, inter
+
+
+def randomize_batchnorm(model, seed=0):
+    """BatchNorm statistics of a trained-looking model (a fresh one has mean 0, variance 1)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(0.0, 0.2, c))
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, c))
+            layer.moving_variance.assign(rng.uniform(0.3, 2.0, c))
+    return model
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_model(preset, weights, bf16):
+    with dtype_policy("mixed_bfloat16" if bf16 else "float32"):
+        model = build_preset(preset)
+    model.set_weights(weights)
+    return model
+
+
+def make_forward(model, execution):
     def forward(x):
         return model(x, training=False)
 
-    if mode == "eager":
+    if execution == "eager":
         return forward
-    return tf.function(forward, jit_compile=(mode == "xla"))
+    return tf.function(forward, jit_compile=(execution == "xla"))
 
 
-def make_train_step(model, mode):
+def make_train_step(model, execution):
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def step(x, y):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            loss = tf.add_n([loss_fn(y, out) for out in logits])
+            loss = tf.add_n([loss_fn(y, tf.cast(out, "float32")) for out in logits])
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    if mode == "eager":
+    if execution == "eager":
         return step
-    return tf.function(step, jit_compile=(mode == "xla"))
+    return tf.function(step, jit_compile=(execution == "xla"))
 
 
 def time_call(fn, args, iters):
@@ -71,15 +161,64 @@ def time_call(fn, args, iters):
     return time.perf_counter() - start
 
 
-def benchmark(kind, makers, args, batch, iters, repeats):
-    fns = {mode: make(mode) for mode, make in makers.items()}
-    for fn in fns.values():  # trace, compile, warm up
-        time_call(fn, args, 2)
-    samples = {mode: [] for mode in fns}
-    for _ in range(repeats):
-        for mode, fn in fns.items():
-            samples[mode].append(batch * iters / time_call(fn, args, iters))
-    return {mode: statistics.median(v) for mode, v in samples.items()}
+def _worker(conn, settings):
+    """One process, one thread/oneDNN setting: builds every mode, then times on request."""
+    if settings["threads"] is not None:
+        configure_cpu_threads(*settings["threads"])
+    keras.utils.set_random_seed(0)
+    batch, iters = settings["batch"], settings["iters"]
+    base = randomize_batchnorm(build_preset(settings["preset"]))
+    weights = base.get_weights()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(batch, *base.input_shape[1:])).astype("float32"))
+    y = tf.constant(rng.integers(0, base.outputs[0].shape[-1], batch).astype("int32"))
+    reference = [np.asarray(o) for o in make_forward(base, "function")(x)]
+
+    fns, warmup, deviation = {}, {}, {}
+    for task, modes in (("infer", settings["infer_modes"]), ("train", settings["train_modes"])):
+        for mode in modes:
+            execution, fold, bf16 = parse_mode(mode, task)
+            # A model per mode: training steps move the weights.
+            model = build_model(settings["preset"], weights, bf16)
+            if task == "infer":
+                fn, args = make_forward(fold_batchnorm(model) if fold else model, execution), (x,)
+            else:
+                fn, args = make_train_step(model, execution), (x, y)
+            start = time.perf_counter()
+            out = fn(*args)  # trace, compile
+            fn(*args)
+            warmup[task, mode] = time.perf_counter() - start
+            if task == "infer":
+                deviation[task, mode] = max(
+                    float(np.abs(np.asarray(tf.cast(o, "float32")) - r).max())
+                    for o, r in zip(out, reference)
+                )
+            fns[task, mode] = (fn, args)
+    conn.send({"warmup": warmup, "deviation": deviation, "logit_scale": max(
+        float(np.abs(r).max()) for r in reference)})  # fmt: skip
+    while (request := conn.recv()) is not None:
+        fn, args = fns[request]
+        conn.send(batch * iters / time_call(fn, args, iters))
+    conn.close()
+
+
+def start_worker(context, settings, onednn):
+    """A worker process; TF_ENABLE_ONEDNN_OPTS is read when the child imports TensorFlow."""
+    saved = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if onednn != "default":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn == "on" else "0"
+    else:
+        os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    try:
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(child, settings), daemon=True)
+        process.start()
+    finally:
+        if saved is None:
+            os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+        else:
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = saved
+    return process, parent
 
 
 def cpu_name():
@@ -94,32 +233,65 @@ def cpu_name():
 
 def main(argv):
     del argv
-    model = build_preset(_PRESET.value)
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(_BATCH.value, *model.input_shape[1:])).astype("float32"))
-    y = tf.constant(rng.integers(0, model.outputs[0].shape[-1], _BATCH.value).astype("int32"))
+    tasks = {"infer": list(_INFER.value), "train": list(_TRAIN.value)}
+    for task, modes in tasks.items():
+        for mode in modes:
+            parse_mode(mode, task)  # fail before starting anything
+    labels, workers, ready = [], [], []
+    context = multiprocessing.get_context("spawn")
+    for onednn in _ONEDNN.value:
+        if onednn not in ("default", "on", "off"):
+            raise ValueError(f"Expected default, on or off. Received: onednn={onednn!r}")
+        for spec in _THREADS.value:
+            settings = dict(
+                preset=_PRESET.value, batch=_BATCH.value, iters=_ITERS.value,
+                threads=parse_threads(spec), infer_modes=tasks["infer"],
+                train_modes=tasks["train"],
+            )  # fmt: skip
+            label = f"threads {spec}" + ("" if onednn == "default" else f", oneDNN {onednn}")
+            labels.append(label)
+            # Set up one worker at a time: concurrent tracing would compete for the cores.
+            workers.append(start_worker(context, settings, onednn))
+            ready.append(workers[-1][1].recv())
+
+    samples = {(task, mode, w): [] for task in tasks for mode in tasks[task]
+               for w in range(len(workers))}  # fmt: skip
+    for _ in range(_REPEATS.value):
+        for task, modes in tasks.items():
+            for mode in modes:
+                for w, (_, conn) in enumerate(workers):
+                    conn.send((task, mode))
+                    samples[task, mode, w].append(conn.recv())
+    for process, conn in workers:
+        conn.send(None)
+        process.join()
+
     print(f"{_PRESET.value}, batch {_BATCH.value}, {cpu_name()}, {os.cpu_count()} cores, "
-          f"TF {tf.__version__}, Keras {keras.__version__}")  # fmt: skip
-    results = {
-        "inference": benchmark(
-            "inference",
-            {m: (lambda m=m: make_forward(model, m)) for m in _MODES.value},
-            (x,),
-            _BATCH.value,
-            _ITERS.value,
-            _REPEATS.value,
-        )  # fmt: skip
-    }
-    if _TRAIN.value:
-        results["train step"] = benchmark(
-            "train",
-            {m: (lambda m=m: make_train_step(model, m)) for m in _MODES.value},
-            (x, y), _BATCH.value, _ITERS.value, _REPEATS.value,
-        )  # fmt: skip
-    print("| task | " + " | ".join(_MODES.value) + " |")
-    print("|---|" + "---:|" * len(_MODES.value))
-    for task, row in results.items():
-        print(f"| {task} (images/s) | " + " | ".join(f"{row[m]:.0f}" for m in _MODES.value) + " |")
+          f"TF {tf.__version__}, Keras {keras.__version__}; median of {_REPEATS.value} repeats "
+          f"x {_ITERS.value} steps, images/s")  # fmt: skip
+    print()
+    print("| task | mode | " + " | ".join(labels) + " | max abs dlogit | warm-up s |")
+    print("|---|---|" + "---:|" * (len(labels) + 2))
+    best = {}
+    for task, modes in tasks.items():
+        for mode in modes:
+            row = [statistics.median(samples[task, mode, w]) for w in range(len(workers))]
+            for w, value in enumerate(row):
+                if value > best.get(task, (0.0,))[0]:
+                    best[task] = (value, mode, labels[w])
+            dev = ready[0]["deviation"].get((task, mode))
+            dev = "" if dev is None else f"{dev:.1e}"
+            name = "inference" if task == "infer" else "train step"
+            cells = " | ".join(f"{v:.0f}" for v in row)
+            print(f"| {name} | {mode} | {cells} | {dev} | {ready[0]['warmup'][task, mode]:.0f} |")
+    print(f"\nlargest |logit| of float32 inference: {ready[0]['logit_scale']:.2f}")
+    if _REFERENCE.value:
+        reference = dict(zip(("infer", "train"), (float(v) for v in _REFERENCE.value)))
+        for task, (value, mode, label) in best.items():
+            if task in reference:
+                ratio = value / reference[task]
+                print(f"best {task}: {value:.0f} images/s ({mode}, {label}) = {ratio:.2f}x "
+                      f"the reference's {reference[task]:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
