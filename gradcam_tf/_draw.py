@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["RIGHT", "WRONG", "OTHER", "Tile", "frame", "save_rgb"]
+__all__ = ["RIGHT", "WRONG", "OTHER", "Tile", "frame", "png_bytes", "save_bytes", "save_rgb"]
 
 RIGHT = (26, 152, 80)  # green: the true class, a right prediction
 WRONG = (215, 48, 39)  # red: a wrong prediction
@@ -135,10 +136,23 @@ def frame(title: str, tiles: Sequence[Tile], size: int = 112, top_k: int = 3) ->
     return np.asarray(canvas)
 
 
-def save_rgb(path: str, rgb: np.ndarray) -> str:
-    """Writes an RGB uint8 array as PNG (parent folders created); returns the path."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 array encoded as PNG (fast zlib level 1)."""
+    buffer = io.BytesIO()
+    _as_image(rgb).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def save_bytes(path: str, data: bytes) -> str:
+    """Writes `data` to `path` (parent folders created); returns the path."""
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    _as_image(rgb).save(path, format="PNG", compress_level=1)
+    with open(path, "wb") as f:
+        f.write(data)
     return path
+
+
+def save_rgb(path: str, rgb: np.ndarray) -> str:
+    """Writes an RGB uint8 array as PNG (parent folders created); returns the path."""
+    return save_bytes(path, png_bytes(rgb))

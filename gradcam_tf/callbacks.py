@@ -9,9 +9,10 @@ frames of each image become one animated GIF.
 
 Cost: the maps and the probabilities of all chosen outputs come from one forward and one
 backward pass of `gradcam_tf.GradCAM` (the probabilities are read from the same forward pass,
-through the target callable); the frames are drawn with numpy and Pillow (no matplotlib), a few
-milliseconds each. The callback times itself against the epoch: see `GradCAMCallback.timing`
-and ``timing.json``.
+through the target callables), traced once into a graph (`CompiledCAM`); the frames are drawn
+with numpy and Pillow (no matplotlib), a few milliseconds each, and TensorBoard gets one image
+summary per epoch. The callback times itself against the epochs: see
+`GradCAMCallback.overhead` and ``timing.json``.
 
 Example:
     >>> callback = GradCAMCallback(x_test[:4], y_test[:4], class_names, out_dir="runs/x/gradcam",
@@ -39,10 +40,11 @@ import numpy as np
 import tensorflow as tf
 
 from gradcam_tf import _draw
+from gradcam_tf.base import normalize_maps, resize_maps
 from gradcam_tf.image import denormalize, overlay, to_float
 from gradcam_tf.methods import GradCAM
 
-__all__ = ["GradCAMCallback", "frames_to_gif"]
+__all__ = ["CompiledCAM", "GradCAMCallback", "explain_with_probabilities", "frames_to_gif"]
 
 TARGETS = ("label", "predicted")
 _FRAME_PATTERN = re.compile(r"_epoch(\d+)\.png$")
@@ -89,6 +91,112 @@ def frames_to_gif(
     return gif_path
 
 
+def explain_with_probabilities(
+    explainer, images, classes=None, layers="auto", outputs=None, resize="zoom"
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Class activation maps and softmax probabilities of several outputs from one pass.
+
+    The probabilities come from the logits of the explainer's own forward pass (read through
+    the target callables), so no second forward pass is needed.
+
+    Args:
+        explainer: a `gradcam_tf.BaseCAM` (e.g. `GradCAM(model)`) scoring logits.
+        images: (N, H, W, C) model inputs.
+        classes: None (explain each output's top-1 class) or (N,) class ids (the same for every
+            output, e.g. the true labels).
+        layers: as `BaseCAM.explain`.
+        outputs: as `BaseCAM.explain`.
+        resize: as `BaseCAM.explain`.
+
+    Returns:
+        (maps, probs): per chosen output, (N, H, W) maps in [0, 1] and (N, classes)
+        probabilities.
+    """
+    count = len(explainer._positions(outputs))
+    logits: dict[int, tf.Tensor] = {}
+    ids = None if classes is None else tf.constant(np.asarray(classes, np.int64).reshape(-1))
+
+    def scorer(k: int):
+        def score(output):
+            logits[k] = output
+            if ids is None:
+                return tf.reduce_max(output, axis=-1)  # the top-1 class's logit
+            return tf.gather(output, ids, axis=1, batch_dims=1)
+
+        return score
+
+    maps = explainer.explain(
+        images,
+        targets=[scorer(k) for k in range(count)],
+        layers=layers,
+        outputs=outputs,
+        resize=resize,
+    )
+    probs = [tf.nn.softmax(tf.cast(logits[k], tf.float32)).numpy() for k in range(count)]
+    return maps, probs
+
+
+class CompiledCAM:
+    """One Grad-CAM pass of fixed outputs and layers, traced once into a TensorFlow graph.
+
+    The eager pass of `GradCAM.explain` replays the model layer by layer in Python, which on a
+    network of a few hundred layers costs a few tenths of a second however small the batch;
+    traced once (without AutoGraph: the replay has no data-dependent Python control flow), a
+    pass costs milliseconds. The trace replays the model's own layers, so the compiled pass
+    follows the weights as they train. It gives the same maps as `explain_with_probabilities`.
+
+    Args:
+        explainer: a `GradCAM` (or another gradient CAM method) of the model.
+        classes: None (each output's top-1 class) or (N,) class ids explained at every output.
+        layers: target layers, as `BaseCAM.explain`.
+        outputs: the outputs, as `BaseCAM.explain`.
+
+    Example:
+        >>> one_pass = CompiledCAM(GradCAM(model), classes=labels)
+        >>> maps, probs = one_pass(images)  # first call traces, later calls are fast
+    """
+
+    def __init__(self, explainer, classes=None, layers="auto", outputs=None):
+        self.explainer = explainer
+        self.classes = None if classes is None else np.asarray(classes, np.int64).reshape(-1)
+        # The plan (target tensors and how their gradients are tapped) is gradcam_tf's own,
+        # shared with `explain`, so both give the same maps.
+        self._plan = explainer._plan(explainer._positions(outputs), layers)
+        self._function = tf.function(self._maps_and_logits, autograph=False)
+
+    def _maps_and_logits(self, images):
+        count = len(self._plan.positions)
+        logits: dict[int, tf.Tensor] = {}
+        ids = None if self.classes is None else tf.constant(self.classes)
+
+        def scorer(k: int):
+            def score(output):
+                logits[k] = output
+                if ids is None:
+                    return tf.reduce_max(output, axis=-1)
+                return tf.gather(output, ids, axis=1, batch_dims=1)
+
+            return score
+
+        contexts = self.explainer._forward(images, self._plan, [scorer(k) for k in range(count)])
+        maps = [tf.nn.relu(tf.cast(self.explainer.compute_map(c), tf.float32)) for c in contexts]
+        probs = [tf.nn.softmax(tf.cast(logits[k], tf.float32)) for k in range(count)]
+        return maps, probs
+
+    def __call__(self, images) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(maps, probs): per output, (N, H, W) maps in [0, 1] and (N, classes) probabilities."""
+        x = self.explainer._images(images)
+        if self.classes is not None and len(self.classes) != x.shape[0]:
+            raise ValueError(
+                f"`classes` holds {len(self.classes)} ids for {x.shape[0]} images. Received: "
+                f"images of shape {tuple(x.shape)}"
+            )
+        maps, probs = self._function(x)
+        size = tuple(x.shape[1:3])
+        maps = [normalize_maps(resize_maps(m.numpy(), size)) for m in maps]
+        return maps, [p.numpy() for p in probs]
+
+
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
@@ -108,8 +216,9 @@ class GradCAMCallback(keras.callbacks.Callback):
         img{id}.gif                           at the end of training: all frames of the image
         timing.json                           seconds per epoch and in the callback, overhead
 
-    With `tensorboard_dir`, each frame is also logged as ``tf.summary.image("gradcam/img{id}")``
-    at step = epoch (1-based). Frames already on disk (a resumed run) are kept and go into the
+    With `tensorboard_dir`, the frames of an epoch are also logged as one
+    ``tf.summary.image("gradcam/frames")`` (one sample per image, in `image_ids` order) at
+    step = epoch (1-based). Frames already on disk (a resumed run) are kept and go into the
     GIF too.
 
     Args:
@@ -138,6 +247,9 @@ class GradCAMCallback(keras.callbacks.Callback):
             zero-padded to 5 digits, e.g. the images' indices in the test set).
         cell_px: side of each overlay in the frames, in pixels.
         frame_ms: display time of each GIF frame, in milliseconds.
+        compiled: trace the Grad-CAM pass once into a graph (`CompiledCAM`; about a second or
+            two once, then milliseconds per epoch) instead of the eager `GradCAM.explain`
+            (a few tenths of a second per epoch on MSD-Net).
         verbose: print the callback's share of the training time when training ends.
 
     Attributes:
@@ -165,6 +277,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         image_ids: Sequence | None = None,
         cell_px: int = 112,
         frame_ms: int = 400,
+        compiled: bool = True,
         verbose: bool = True,
     ):
         super().__init__()
@@ -190,8 +303,15 @@ class GradCAMCallback(keras.callbacks.Callback):
             raise ValueError(f"`target` must be one of {TARGETS}. Received: target={target!r}")
         if (mean is None) != (std is None):
             raise ValueError(f"`mean` and `std` go together. Received: mean={mean!r}, std={std!r}")
-        given = [n for n, v in (("mean/std", mean), ("display_fn", display_fn),
-                                ("display_images", display_images)) if v is not None]  # fmt: skip
+        given = [
+            n
+            for n, v in (
+                ("mean/std", mean),
+                ("display_fn", display_fn),
+                ("display_images", display_images),
+            )
+            if v is not None
+        ]
         if len(given) > 1:
             raise ValueError(
                 f"Give at most one of mean/std, display_fn and display_images. Received: {given}"
@@ -203,6 +323,8 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.out_dir = os.fspath(out_dir)
         self.tensorboard_dir = tensorboard_dir
         self.verbose = bool(verbose)
+        self.compiled = bool(compiled)
+        self._one_pass = None
         self.display = self._display_images(mean, std, display_fn, display_images)
         ids = list(range(len(self.labels))) if image_ids is None else list(image_ids)
         if len(ids) != len(self.labels) or len({str(i) for i in ids}) != len(ids):
@@ -262,6 +384,10 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.output_names = names
         self.output_labels = self._labels_for(names)
         os.makedirs(os.path.join(self.out_dir, "frames"), exist_ok=True)
+        shown = ", ".join(
+            f"img{i} ('{self.class_names[c]}')" for i, c in zip(self.image_ids, self.labels)
+        )
+        self._description = f"Grad-CAM of {', '.join(self.output_labels)}; images: {shown}"
         if self.tensorboard_dir:
             self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
 
@@ -276,27 +402,14 @@ class GradCAMCallback(keras.callbacks.Callback):
         """
         if self._explainer is None:
             self._explainer = GradCAM(self.model)
-        count = len(self._explainer._positions(self.outputs))
-        logits: dict[int, tf.Tensor] = {}
-        labels = tf.constant(self.labels)
-
-        def scorer(k: int):
-            def score(output):
-                logits[k] = output  # the forward pass's logits: no second pass for the bars
-                if self.target == "predicted":
-                    return tf.reduce_max(output, axis=-1)
-                return tf.gather(output, labels, axis=1, batch_dims=1)
-
-            return score
-
-        maps = self._explainer.explain(
-            self.images,
-            targets=[scorer(k) for k in range(count)],
-            layers=self.layers,
-            outputs=self.outputs,
-        )
-        probs = [tf.nn.softmax(tf.cast(logits[k], tf.float32)).numpy() for k in range(count)]
-        return maps, probs
+        classes = self.labels if self.target == "label" else None
+        if not self.compiled:
+            return explain_with_probabilities(
+                self._explainer, self.images, classes, self.layers, self.outputs
+            )
+        if self._one_pass is None:
+            self._one_pass = CompiledCAM(self._explainer, classes, self.layers, self.outputs)
+        return self._one_pass(self.images)
 
     def render_frame(self, index: int, epoch: int, maps, probs) -> np.ndarray:
         """The frame of image `index` at `epoch` (1-based), as RGB uint8.
@@ -333,17 +446,39 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     def _explain_epoch(self, epoch: int) -> None:
         maps, probs = self.compute()
+        encoded = []
         for i, image_id in enumerate(self.image_ids):
-            frame = self.render_frame(i, epoch, maps, probs)
+            png = _draw.png_bytes(self.render_frame(i, epoch, maps, probs))
             path = os.path.join(self.out_dir, "frames", f"img{image_id}_epoch{epoch:03d}.png")
-            _draw.save_rgb(path, frame)
-            self.frame_paths[image_id].append(path)
-            if self._writer is not None:
-                with self._writer.as_default():
-                    tf.summary.image(f"gradcam/img{image_id}", frame[None], step=epoch)
+            self.frame_paths[image_id].append(_draw.save_bytes(path, png))
+            encoded.append(png)
         if self._writer is not None:
-            self._writer.flush()
+            self._log_frames(encoded, epoch)
         self._last_explained = epoch
+
+    def _log_frames(self, encoded: list[bytes], epoch: int) -> None:
+        """One TensorBoard image summary with every frame of the epoch (one sample per image).
+
+        The PNG bytes already written to disk are reused: the summary has the layout of
+        ``tf.summary.image`` ([width, height, png, png, ...] with the image plugin's metadata)
+        without encoding the frames a second time, which would cost more than the Grad-CAM
+        pass.
+        """
+        from tensorboard.plugins.image import metadata
+
+        height, width = self._frame_size(encoded[0])
+        tensor = tf.constant([str(width).encode(), str(height).encode(), *encoded])
+        summary = metadata.create_summary_metadata(
+            display_name="gradcam/frames", description=self._description
+        )
+        with self._writer.as_default():
+            tf.summary.write("gradcam/frames", tensor, step=epoch, metadata=summary)
+        self._writer.flush()
+
+    @staticmethod
+    def _frame_size(png: bytes) -> tuple[int, int]:
+        # The PNG header's IHDR chunk: width and height as big-endian 32-bit ints.
+        return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -362,9 +497,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             self._writer = None
         if self.verbose:
             print(
-                f"GradCAMCallback: {summary['callback_seconds']:.2f}s in the callback over "
-                f"{summary['epochs_timed']} epochs ({100 * summary['fraction_of_epoch']:.1f}% of "
-                f"an epoch per explained epoch), GIFs in {self.out_dir}"
+                f"GradCAMCallback: {summary['callback_seconds']:.2f}s over "
+                f"{summary['epochs_timed']} epochs ({100 * summary['fraction_of_training']:.1f}% "
+                f"of the training time; {summary['steady_seconds']:.3f}s = "
+                f"{100 * summary['steady_fraction_of_epoch']:.1f}% of an epoch after the first), "
+                f"GIFs in {self.out_dir}"
             )
 
     def write_gifs(self) -> list[str]:
@@ -383,22 +520,31 @@ class GradCAMCallback(keras.callbacks.Callback):
 
         Returns:
             ``{"epochs_timed", "epoch_seconds" (mean), "explained_epochs", "callback_seconds"
-            (total in on_epoch_end), "seconds_per_explained_epoch", "fraction_of_epoch" (mean
-            callback time of an explained epoch / mean epoch time), "final_seconds" (GIFs at the
-            end)}``.
+            (total in on_epoch_end), "first_call_seconds" (the first explained epoch, which
+            traces the compiled pass), "fraction_of_training" (callback total / epochs total),
+            "steady_seconds" and "steady_fraction_of_epoch" (median callback time of the later
+            explained epochs, and its ratio to the median later epoch), "final_seconds" (the
+            GIFs at the end)}``.
         """
         timed = [r for r in self.timing if r["epoch_seconds"]]
         explained = [r for r in self.timing if r["callback_seconds"] > 0]
-        epoch_mean = float(np.mean([r["epoch_seconds"] for r in timed])) if timed else 0.0
         total = float(sum(r["callback_seconds"] for r in self.timing))
-        per = total / len(explained) if explained else 0.0
+        epochs_total = float(sum(r["epoch_seconds"] for r in timed))
+        later = explained[1:] or explained
+        later_epochs = timed[1:] or timed
+        steady = float(np.median([r["callback_seconds"] for r in later])) if later else 0.0
+        epoch_median = (
+            float(np.median([r["epoch_seconds"] for r in later_epochs])) if later_epochs else 0.0
+        )
         return {
             "epochs_timed": len(timed),
-            "epoch_seconds": epoch_mean,
+            "epoch_seconds": epochs_total / len(timed) if timed else 0.0,
             "explained_epochs": len(explained),
             "callback_seconds": total,
-            "seconds_per_explained_epoch": per,
-            "fraction_of_epoch": per / epoch_mean if epoch_mean else 0.0,
+            "first_call_seconds": explained[0]["callback_seconds"] if explained else 0.0,
+            "fraction_of_training": total / epochs_total if epochs_total else 0.0,
+            "steady_seconds": steady,
+            "steady_fraction_of_epoch": steady / epoch_median if epoch_median else 0.0,
             "final_seconds": float(final_seconds),
         }
 
