@@ -1,93 +1,199 @@
-"""Grad-CAM pages of a run and the Grad-CAM-over-epochs callback."""
+"""msdnet_tf.visualize: the Grad-CAM pages of a run folder or checkpoint."""
 
 import os
 import re
 
+import cv2
+import gradcam_models
 import numpy as np
 import pytest
 from PIL import Image
 
-import gradcam_tf
-from msdnet_tf import evaluation, training, visualize
+from gradcam_tf.callbacks import frames_to_gif
+from msdnet_tf import evaluation, visualize
 from msdnet_tf.config import base_config
+from msdnet_tf.data import load_dataset
+from msdnet_tf.evaluate_model import evaluate_run
+from msdnet_tf.presets import build_preset
+from msdnet_tf.training import write_config
+
+NUM_IMAGES = 4
+K = 3  # exits of the `testing` preset
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    config = base_config("testing", "digits", epochs=2, batch_size=32)
-    config.train.steps_per_epoch = 3
-    config.gradcam.every_n_epochs = 1
-    config.gradcam.num_images = 2
-    training.train_and_evaluate(config, str(workdir))
-    return str(workdir)
+    """A run folder as training leaves it: model, config, evaluation files, a training GIF."""
+    folder = str(tmp_path_factory.mktemp("run"))
+    model = build_preset("testing")
+    write_config(base_config("testing", "digits", epochs=1, batch_size=32), folder)
+    model.save(os.path.join(folder, "model.keras"))
+    evaluate_run(model, load_dataset("digits", batch_size=128, image_size=16), folder)
+    frame = os.path.join(folder, "f.png")
+    Image.new("RGB", (30, 20), "white").save(frame)
+    frames_to_gif([frame, frame], os.path.join(folder, "gradcam_epochs", "img00004.gif"))
+    return folder
 
 
-def test_training_callback_writes_one_frame_per_epoch_and_a_gif(run):
-    folder = os.path.join(run, "gradcam_epochs")
-    gifs = sorted(f for f in os.listdir(folder) if f.endswith(".gif"))
-    frames = sorted(os.listdir(os.path.join(folder, "frames")))
-    assert len(gifs) == 2 and len(frames) == 2 * 2
-    for gif in gifs:
-        image_id = gif[len("img") : -len(".gif")]
-        assert [f for f in frames if f.startswith(f"img{image_id}_")] == [
-            f"img{image_id}_epoch001.png", f"img{image_id}_epoch002.png"]  # fmt: skip
-        with Image.open(os.path.join(folder, gif)) as animation:
-            assert animation.n_frames == 2
-    assert os.listdir(os.path.join(run, "tensorboard", "gradcam"))
+@pytest.fixture(scope="module")
+def pages(run, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pages"))
+    files = visualize.visualize(run, out, num_images=NUM_IMAGES, class_model_steps=3,
+                                smooth_samples=2, progress=False)  # fmt: skip
+    return out, files
 
 
-def test_visualize_run_writes_every_page(run, tmp_path):
-    pages = visualize.visualize_run(run, str(tmp_path), n=3, order="hardest")
-    cams = sorted(os.listdir(tmp_path / "cams"))
-    assert len(cams) == 3 * 3 and all(re.match(r"img\d{5}_exit[123]\.png$", c) for c in cams)
-    for key in ("grid", "class", "index"):
-        assert os.path.getsize(pages[key]) > 1000
-    assert len(pages["animations"]) == 2
-    html = (tmp_path / "index.html").read_text()
-    for link in re.findall(r"src='([^']+)'", html):
-        assert (tmp_path / link).exists(), link
-    with Image.open(pages["grid"]) as grid:
-        assert grid.size[0] > grid.size[1] / 3  # one column per exit plus the image
+def test_every_page_is_written(pages):
+    out, files = pages
+    for key in ("grid", "class", "saliency", "class_model", "per_exit", "per_class_table"):
+        with Image.open(files[key]) as picture:
+            assert picture.size[0] > 300 and picture.size[1] > 200, key
+    assert os.path.dirname(files["grid"]) == out
+    assert files["animations"] == [os.path.join(out, "animations", "img00004.gif")]
+    assert "compare" not in files  # only with a second model
 
 
-def test_row_labels_match_the_evaluation_difficulty(run, tmp_path):
-    model, _, splits = visualize.load_run(run)
+def test_one_png_per_image_and_exit_with_predictable_names(pages):
+    out, files = pages
+    names = sorted(os.listdir(os.path.join(out, "cams")))
+    assert len(names) == NUM_IMAGES * K
+    assert all(re.fullmatch(r"img\d{5}_exit[1-3]\.png", n) for n in names)
+    indices = sorted({int(n[3:8]) for n in names})
+    assert len(indices) == NUM_IMAGES
+    for name in names:
+        with Image.open(os.path.join(out, "cams", name)) as picture:
+            assert picture.size == (128, 128) and picture.mode == "RGB"
+
+
+def test_row_labels_match_the_evaluation_difficulty(run, pages):
+    _, files = pages
     table, _ = evaluation.read_difficulty_csv(os.path.join(run, "difficulty.csv"))
-    chosen = visualize.select_images(splits.test_y, splits.class_names, table.n_correct, n=4)
-    result = visualize.exit_grid(model, splits, chosen, str(tmp_path), per_image_files=False)
-    np.testing.assert_array_equal(result["n_correct"], np.asarray(table.n_correct)[chosen])
-    for label, count in zip(result["rows"], result["n_correct"]):
-        assert label.endswith(f"({count}/3)")
-    # hardest first
-    assert list(result["n_correct"]) == sorted(result["n_correct"])
+    expected = visualize.select_images(table.labels, [str(c) for c in range(10)], table,
+                                       n=NUM_IMAGES)  # fmt: skip
+    rows = files["grid_rows"]
+    assert [int(re.match(r"#(\d+)", r).group(1)) for r in rows] == expected.tolist()
+    for row, index in zip(rows, expected):
+        assert row.endswith(f"({table.n_correct[index]}/{K})")
+    counts = [table.n_correct[i] for i in expected]
+    assert counts == sorted(counts)  # the hardest first
+
+
+def test_grid_counts_equal_the_models_own_predictions(run, tmp_path):
+    source = visualize.load_source(run)
+    splits = load_dataset("digits", image_size=16)
+    indices = np.array([0, 5, 9])
+    raw = splits.test_images()[indices]
+    labels = splits.test_y[indices]
+    inputs = splits.normalize(raw)
+    grid = visualize.exit_grid(source.model, inputs, raw, labels, indices, splits.class_names,
+                               str(tmp_path), per_image_files=False)  # fmt: skip
+    probs = np.stack([o.numpy() for o in source.model(inputs, training=False)])
+    np.testing.assert_array_equal(grid["n_correct"], (probs.argmax(-1) == labels).sum(0))
+    assert grid["maps"].layers == ["exit1_conv_out", "exit2_conv_out", "exit3_conv_out"]
+    assert grid["cams"] == []
+
+
+def test_index_html_links_resolve(pages):
+    out, files = pages
+    with open(files["index"], encoding="utf-8") as f:
+        page = f.read()
+    links = re.findall(r"(?:src|href)='([^'#]+)'", page)
+    assert len(links) > 10
+    for link in links:
+        assert os.path.isfile(os.path.join(out, link)), link
+    for key in ("grid", "class", "saliency", "class_model", "per_exit", "per_class_table"):
+        assert os.path.relpath(files[key], out) in links
+    assert "(k/3)" in page and "<table>" in page
 
 
 def test_overlay_hottest_pixel_lies_where_the_cam_peaks():
     cam = np.zeros((8, 8), np.float32)
     cam[5, 2] = 1.0
-    picture = gradcam_tf.overlay(np.zeros((32, 32, 3), np.float32), cam, alpha=1.0)
-    red = picture[..., 0].astype(int) - picture[..., 2].astype(int)
-    y, x = np.unravel_index(red.argmax(), red.shape)
-    assert abs(y - (5 + 0.5) * 4) <= 4 and abs(x - (2 + 0.5) * 4) <= 4
+    grey = np.full((16, 16, 3), 0.5, np.float32)
+    picture = visualize._cell(grey, cam, 64).astype(np.float32) / 255.0
+    # Decode the overlay: 0.55 * grey + 0.45 * jet(v); the closest v is the map's value there.
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    jet = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    palette = 0.55 * 0.5 + 0.45 * jet[:, 0].astype(np.float32) / 255.0
+    distance = ((picture[:, :, None, :] - palette[None, None]) ** 2).sum(-1)
+    decoded = distance.argmin(-1)
+    y, x = np.unravel_index(decoded.argmax(), decoded.shape)
+    scale = 64 / 8
+    assert abs(y - (5 + 0.5) * scale) <= scale and abs(x - (2 + 0.5) * scale) <= scale
+
+
+def test_features_layer_and_chosen_exits(run, tmp_path):
+    files = visualize.visualize(run, str(tmp_path), indices=[3, 1], exits=[1, 3],
+                                layer="features", pages=["grid"], progress=False)  # fmt: skip
+    assert sorted(os.listdir(tmp_path / "cams")) == [
+        "img00001_exit1.png", "img00001_exit3.png", "img00003_exit1.png", "img00003_exit3.png",
+    ]  # fmt: skip
+    assert [int(re.match(r"#(\d+)", r).group(1)) for r in files["grid_rows"]] == [3, 1]
+    assert all(r.endswith("/2)") for r in files["grid_rows"])
+
+
+def test_class_selection_and_per_class_view(run, tmp_path):
+    files = visualize.visualize(run, str(tmp_path), classes="7", class_name="3",
+                                pages=["grid", "class"], progress=False)  # fmt: skip
+    assert all("'7'" in row for row in files["grid_rows"])
+    assert os.path.basename(files["class"]) == "class_3.png"
+
+
+def test_select_images_orders_by_difficulty():
+    labels = np.array([0, 1, 0, 1, 0])
+    n_correct = np.array([3, 0, 1, 3, 0])
+    names = ["a", "b"]
+    assert visualize.select_images(labels, names, n_correct, n=3).tolist() == [1, 4, 2]
+    easiest = visualize.select_images(labels, names, n_correct, n=2, order="easiest")
+    assert easiest.tolist() == [0, 3]
+    assert visualize.select_images(labels, names, n_correct, "a", n=5).tolist() == [4, 2, 0]
+
+
+def test_model_comparison_with_a_single_output_model(run, tmp_path):
+    source = visualize.load_source(run)
+    other = gradcam_models.tiny_cnn(num_classes=10)
+    splits = load_dataset("digits", image_size=16)
+    indices = np.array([0, 1])
+    raw = splits.test_images()[indices]
+    page = visualize.compare_models(
+        [("msdnet", source.model), ("tiny", other)], splits.normalize(raw), raw,
+        splits.test_y[indices], indices, splits.class_names, str(tmp_path / "compare.png"),
+    )  # fmt: skip
+    assert page["columns"] == ["msdnet\nB1", "msdnet\nB2", "msdnet\nB3", "tiny"]
+    assert os.path.getsize(page["path"]) > 1000
+    maps = visualize.explain_exits(other, splits.normalize(raw))
+    assert maps.layers == ["conv2"] and maps.maps.shape == (1, 2, 16, 16)
+
+
+def test_compare_page_through_visualize(run, tmp_path):
+    files = visualize.visualize(run, str(tmp_path), compare=os.path.join(run, "model.keras"),
+                                num_images=2, pages=["compare"], progress=False)  # fmt: skip
+    with Image.open(files["compare"]) as picture:
+        assert picture.size[0] > picture.size[1]
 
 
 @pytest.mark.parametrize(
-    "kwargs,message",
+    "kwargs,error,message",
     [
-        (dict(class_name="cat"), r"Unknown class name.*'9'.*Received: 'cat'"),
-        (dict(indices=[0, 10000]), r"\[0, 450\).*Received: \[10000\]"),
-        (dict(order="random"), r"hardest, easiest or first"),
+        (dict(classes="cat"), ValueError,
+         r"Unknown class name 'cat'\. Valid class names: \['0', '1'.*'9'\]"),
+        (dict(class_name="dog"), ValueError, r"Valid class names: .*Received: class_name='dog'"),
+        (dict(indices=[0, 450]), ValueError, r"valid indices are 0\.\.449\. Received: .*\[450\]"),
+        (dict(exits=[4]), ValueError, r"numbered 1\.\.3.*Received: exits=\[4\]"),
+        (dict(layer="head"), ValueError, r"`layer` must be one of"),
+        (dict(pages=["grid", "movie"]), ValueError, r"Unknown pages \['movie'\]"),
     ],
-)
-def test_bad_selection_arguments(kwargs, message):
-    from msdnet_tf.data import load_digits
-
-    splits = load_digits()
-    with pytest.raises(ValueError, match=message):
-        visualize.select_images(splits.test_y, splits.class_names, **kwargs)
+)  # fmt: skip
+def test_bad_arguments(run, tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        visualize.visualize(run, str(tmp_path), progress=False, **kwargs)
 
 
-def test_missing_run_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.keras is missing"):
-        visualize.visualize_run(str(tmp_path / "nothing"))
+def test_missing_checkpoint_and_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint or run folder at .*nothing"):
+        visualize.visualize(str(tmp_path / "nothing"), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match=r"expected the model at .*model\.keras"):
+        visualize.load_source(str(tmp_path))
+    (tmp_path / "weights.h5").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"Expected a \.keras checkpoint"):
+        visualize.load_source(str(tmp_path / "weights.h5"))
