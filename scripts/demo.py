@@ -32,7 +32,8 @@ def stage_train_and_evaluate(config, workdir):
 
 def stage_visualize(config, workdir):
     del config
-    pages = visualize_run(workdir)
+    # The block features each head reads (8x8 on digits) rather than the heads' last convs (2x2).
+    pages = visualize_run(workdir, layer="features")
     print(f"Grad-CAM grid: {pages['grid']}\nPer-class view: {pages['class']}")
     print(f"Training animations: {len(pages['animations'])} GIFs\nBrowse: {pages['index']}")
 
