@@ -96,4 +96,12 @@ __all__ += [
     "to_float",
     "to_uint8",
 ]
+from gradcam_tf.callbacks import (  # noqa: E402
+    CompiledCAM,
+    GradCAMCallback,
+    explain_with_probabilities,
+    frames_to_gif,
+)
+
+__all__ += ["CompiledCAM", "GradCAMCallback", "explain_with_probabilities", "frames_to_gif"]
 # --- end of the appended exports -------------------------------------------------------------
