@@ -177,7 +177,9 @@ def test_frames_to_gif_writes_every_frame(tmp_path):
     paths = []
     for i in range(4):
         path = tmp_path / f"f{i}.png"
-        Image.new("RGB", (20, 10), (60 * i, 0, 0)).save(path)
+        pixels = np.zeros((10, 20, 3), np.uint8)
+        pixels[2:5, 4 * i : 4 * i + 3] = (250, 200, 40)  # a square that moves
+        Image.fromarray(pixels).save(path)
         paths.append(str(path))
     gif = frames_to_gif(paths, str(tmp_path / "out" / "a.gif"), frame_ms=100)
     assert _gif_frames(gif) == 4
