@@ -1,0 +1,105 @@
+"""Wall-clock speed-up of the real early exit against the FLOPs prediction.
+
+    python benchmarks/early_exit.py --preset cifar10_anytime --batch 64
+    python benchmarks/early_exit.py --preset digits --model runs/digits_demo/model.keras --batch 1
+
+For each budget level (the fraction of samples leaving at each exit), thresholds are set on a
+calibration batch so that those fractions exit; then, on a fresh batch, the engine
+(`msdnet_tf.export.EarlyExitClassifier`) and the full model (all exits, tf.function) are timed
+interleaved. Predicted speed-up = FLOPs of the full model / expected FLOPs of the measured exit
+distribution (`msdnet_tf.costs`); achieved = engine images/s / full-model images/s.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from msdnet_tf.costs import per_exit_costs  # noqa: E402
+from msdnet_tf.export import EarlyExitClassifier  # noqa: E402
+from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
+
+_PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
+_MODEL = flags.DEFINE_string("model", None, "A trained .keras model instead of random weights.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median).")
+_ITERS = flags.DEFINE_integer("iters", 5, "Calls per repeat.")
+
+# Fraction of the samples leaving at each exit but the last (the last takes the rest).
+BUDGETS = {
+    "most exit at 1": [0.8],
+    "half at 1, 30% at 2": [0.5, 0.3],
+    "even": None,  # 1/K at every exit
+    "late": [0.1, 0.1, 0.1],
+}
+
+
+def thresholds_for(calibration_conf, fractions):
+    """T_k so that `fractions[k]` of the calibration batch leave at exit k (sequentially)."""
+    n_exits, n = calibration_conf.shape
+    remaining = np.ones(n, bool)
+    thresholds = []
+    for k in range(n_exits - 1):
+        f = fractions[k] if k < len(fractions) else 0.0
+        count = int(round(f * n))
+        if count == 0 or not remaining.any():
+            thresholds.append(np.inf)
+            continue
+        conf = np.sort(calibration_conf[k][remaining])[::-1]
+        t = conf[min(count, len(conf)) - 1]
+        thresholds.append(float(t))
+        remaining &= calibration_conf[k] < t
+    return np.array(thresholds + [-np.inf], np.float32)
+
+
+def timed(fn, iters):
+    start = time.perf_counter()
+    for _ in range(iters):
+        out = fn()
+    tf.nest.map_structure(lambda t: np.asarray(t), out)
+    return time.perf_counter() - start
+
+
+def main(argv):
+    del argv
+    model = keras.saving.load_model(_MODEL.value) if _MODEL.value else build_preset(_PRESET.value)
+    costs = [c.cumulative_flops for c in per_exit_costs(model)]
+    n_exits = len(costs)
+    rng = np.random.default_rng(0)
+    shape = model.input.shape[1:]
+    calibration = rng.normal(size=(512, *shape)).astype("float32")
+    x = tf.constant(rng.normal(size=(_BATCH.value, *shape)).astype("float32"))
+    conf = np.stack([tf.nn.softmax(o).numpy().max(-1) for o in model.predict(calibration, 64, 0)])
+    full = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    engine = EarlyExitClassifier(model)
+    print(f"{_MODEL.value or _PRESET.value}, batch {_BATCH.value}, {os.cpu_count()} cores")
+    print("| budget | exit distribution | predicted speed-up | achieved | achieved / predicted |")
+    print("|---|---|---:|---:|---:|")
+    for name, fractions in BUDGETS.items():
+        fractions = fractions or [1.0 / n_exits] * (n_exits - 1)
+        t = thresholds_for(conf, fractions)
+        # The prediction uses the exit distribution of the timed batch itself.
+        counts = np.bincount(engine(x, t)["exit_index"], minlength=n_exits)
+        predicted = costs[-1] / float(np.dot(counts / counts.sum(), costs))
+        run_engine = lambda t=t: engine._run(x, tf.constant(t))  # noqa: E731
+        run_full = lambda: full(x)  # noqa: E731
+        timed(run_engine, 2), timed(run_full, 2)
+        ratios = []
+        for _ in range(_REPEATS.value):
+            ratios.append(timed(run_full, _ITERS.value) / timed(run_engine, _ITERS.value))
+        achieved = statistics.median(ratios)
+        share = "/".join(f"{c / counts.sum():.2f}" for c in counts)
+        print(f"| {name} | {share} | {predicted:.2f}x | {achieved:.2f}x | "
+              f"{100 * achieved / predicted:.0f}% |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)
