@@ -171,10 +171,12 @@ def _test_probs(source: Source, model: keras.Model, splits) -> np.ndarray:
             probs = saved["test_probs"]
         if probs.shape[1] == len(splits.test_y) and probs.shape[0] == len(model.outputs):
             return probs
-    from msdnet_tf.evaluate_model import predict_probabilities
-
-    probs, _ = predict_probabilities(model, splits.test_dataset())
-    return probs
+    chunks = []
+    for images, _ in splits.test_dataset():
+        outputs = model(images, training=False)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]  # one-output models
+        chunks.append([evaluation.softmax(np.asarray(o, np.float64)) for o in outputs])
+    return np.stack([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
 
 
 def _difficulty(source: Source, probs: np.ndarray, labels) -> evaluation.SampleDifficulty:

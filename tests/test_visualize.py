@@ -197,3 +197,15 @@ def test_missing_checkpoint_and_run_folder(tmp_path):
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"Expected a \.keras checkpoint"):
         visualize.load_source(str(tmp_path / "weights.h5"))
+
+
+def test_a_single_output_checkpoint(tmp_path):
+    path = str(tmp_path / "tiny.keras")
+    gradcam_models.tiny_cnn(num_classes=10).save(path)
+    files = visualize.visualize(path, str(tmp_path / "out"), num_images=2,
+                                pages=["grid", "class", "evaluation"], progress=False)  # fmt: skip
+    assert sorted(os.listdir(tmp_path / "out" / "cams")) == sorted(
+        f"img{int(r[1:].split()[0]):05d}_exit1.png" for r in files["grid_rows"]
+    )
+    assert all(r.endswith("/1)") for r in files["grid_rows"])
+    assert os.path.isfile(files["per_class_table"])
