@@ -860,8 +860,8 @@ def plot_per_class_table(rows: Sequence[dict], exit_labels: Sequence[str], path:
     ax.imshow(
         np.ma.masked_invalid(values),
         cmap=cmap,
-        vmin=low - 1.5 * span,
-        vmax=100.0 + 0.6 * span,
+        vmin=low - span,
+        vmax=100.0 + 2.5 * span,
         aspect="auto",
     )
     for r, row in enumerate(values):
