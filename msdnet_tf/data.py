@@ -24,11 +24,16 @@ Determinism and resumption: epoch ``e`` of a run with seed ``s`` visits the trai
 order ``tf.random.experimental.stateless_shuffle(range(N), seed=[s, e])``, and training image ``i``
 (its index in the training arrays, not its position in a batch) is augmented with the stateless
 key ``[s * 1000003 + e, i]`` (the flip uses a key split off that one). Nothing depends on global
-random state, on iterator state or on the batch size, so `Splits.train_for_epoch` (e) is the same
-on every call and in every process, and a run resumed at epoch ``e`` sees exactly the batches an
-uninterrupted run would have seen (`Splits.train_dataset` (start_epoch=e)). TensorFlow documents
+random state, on iterator state or on the batch size, so ``train_for_epoch(e)`` is the same on
+every call and in every process, and a run resumed at epoch ``e`` sees exactly the batches an
+uninterrupted run would have seen (``train_dataset(start_epoch=e)``). TensorFlow documents
 stateless random ops as identical across runs and between CPU and GPU; a new TensorFlow version
 may change them.
+
+Performance: digits and CIFAR are decoded once into uint8 numpy arrays held in memory (the role
+``Dataset.cache()`` plays for decoded files), so an epoch only gathers, augments and normalises;
+ImageNet files are read and decoded per epoch. Every map runs with ``num_parallel_calls=AUTOTUNE``
+and ``deterministic=True``; evaluation datasets and `Splits.train_dataset` are prefetched.
 """
 
 from __future__ import annotations
@@ -762,7 +767,8 @@ def load_cifar(
        (``cifar-10-batches-py-target/cifar-10-batches-py/``, ``cifar-10-batches-py-target_archive``)
        give it, or the official archive name;
     4. a prepared TensorFlow Datasets copy (`data_dir`, ``$TFDS_DATA_DIR``,
-       ``~/tensorflow_datasets``), read only when ``tensorflow_datasets`` is installed.
+       ``~/tensorflow_datasets``), read only when ``tensorflow_datasets`` is installed (it orders
+       the training images differently, so its hold-out is a different set of images).
     Archives are read in one pass without extracting. The pickled batches hold ``b'data'``
     (N x 3072 uint8, channel-major) and ``b'labels'`` (CIFAR-100: ``b'fine_labels'``).
 
