@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-import scipy.ndimage
 import tensorflow as tf
 
 from gradcam_tf.graph import FlatGraph, Tap
@@ -37,8 +37,10 @@ from gradcam_tf.layers import auto_target, check_target_tensor, resolve_layer
 from gradcam_tf.targets import (
     Target,
     check_score_on,
+    class_ids,
     group_scores,
     make_scorer,
+    predicted_classes,
     resolve_target,
     split_targets,
 )
@@ -81,9 +83,9 @@ def resize_maps(maps, size: tuple[int, int], mode: str | None = "zoom") -> np.nd
         size: (height, width) wanted.
         mode: "zoom": ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)``, linear interpolation
             with the corners of the map on the corners of the image, exactly as tf-keras-vis
-            (the default, for parity); "bilinear": ``tf.image.resize(..., "bilinear")``,
-            half-pixel centres, as most image libraries; None: no resize (feature-map
-            resolution).
+            (the default, for parity; computed batched by `zoom_maps`, bit for bit);
+            "bilinear": ``tf.image.resize(..., "bilinear")``, half-pixel centres, as most image
+            libraries; None: no resize (feature-map resolution).
 
     Returns:
         float32 array.
@@ -91,14 +93,85 @@ def resize_maps(maps, size: tuple[int, int], mode: str | None = "zoom") -> np.nd
     maps = np.asarray(maps, np.float32)
     if mode is None or tuple(maps.shape[1:3]) == tuple(size):
         return maps
-    height, width = maps.shape[1:3]
     if mode == "zoom":
-        factors = (1.0, size[0] / height, size[1] / width)
-        return scipy.ndimage.zoom(maps, factors, order=1).astype(np.float32)
+        return zoom_maps(maps, size)
     if mode == "bilinear":
         resized = tf.image.resize(maps[..., None], size, method="bilinear")
         return resized.numpy()[..., 0].astype(np.float32)
     raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={mode!r}")
+
+
+# Output samples per chunk of `zoom_maps`: bounds its float64 temporaries to a few MB.
+_ZOOM_CHUNK = 1 << 18
+
+
+@functools.lru_cache(maxsize=128)
+def _zoom_axis(size_in: int, size_out: int, mode: str) -> tuple[np.ndarray, ...]:
+    """Along one axis of ``scipy.ndimage.zoom(order=1, grid_mode=False)``: for each output
+    sample, its two input neighbours and their weights, as scipy's C code computes them.
+
+    The output sample o sits at ``c = o * ((n - 1) / (N - 1))`` in the input; with
+    ``t = c - floor(c)`` the weights are ``w0 = 1 - t`` and ``w1 = 1 - w0`` (scipy's, not
+    ``t``: they differ in the last bit). A neighbour beyond the edge is the edge sample in
+    "nearest" mode; in "constant" mode a sample whose c lies beyond the last input sample (a
+    rounding artefact of the last one) is 0 (cval), and a neighbour beyond the edge only ever
+    gets weight 0.
+    """
+    step = (size_in - 1) / (size_out - 1) if size_out > 1 else 1.0
+    coordinate = np.arange(size_out, dtype=np.float64) * step
+    start = np.floor(coordinate)
+    w0 = 1.0 - (coordinate - start)
+    w1 = 1.0 - w0
+    if mode == "constant":
+        outside = coordinate > size_in - 1
+        w0, w1 = np.where(outside, 0.0, w0), np.where(outside, 0.0, w1)
+    elif mode != "nearest":
+        raise ValueError(f"mode must be 'constant' or 'nearest'. Received: mode={mode!r}")
+    first = np.clip(start.astype(np.intp), 0, size_in - 1)
+    second = np.clip(first + 1, 0, size_in - 1)
+    arrays = (first, second, w0, w1)
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def zoom_maps(maps, size: tuple[int, int], mode: str = "constant") -> np.ndarray:
+    """``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1, mode=mode)``, bit for bit, batched.
+
+    Order-1 zoom is separable: each output pixel mixes 2 x 2 input pixels with per-row and
+    per-column weights (see `_zoom_axis`). scipy loops over output pixels in C with generic
+    spline code; here the same float64 products ``(value * w_row) * w_col`` are summed over the
+    four neighbours in scipy's order (row-major) with whole-array NumPy operations, and rounded
+    to float32 once, as scipy does, so the result is identical, not merely close.
+
+    Args:
+        maps: array (batch, h, w).
+        size: (H, W) wanted; as in scipy, the output has ``round(h * (H / h))`` rows (= H).
+        mode: "constant" (scipy's default, used for maps) or "nearest" (Score-CAM's masks).
+
+    Returns:
+        float32 array (batch, H, W).
+    """
+    maps = np.asarray(maps, np.float32)
+    batch, height, width = maps.shape
+    out_h = int(round(height * (size[0] / height)))
+    out_w = int(round(width * (size[1] / width)))
+    rows, cols = _zoom_axis(height, out_h, mode), _zoom_axis(width, out_w, mode)
+    result = np.empty((batch, out_h, out_w), np.float32)
+    chunk = max(1, _ZOOM_CHUNK // (out_h * out_w))
+    for start in range(0, batch, chunk):
+        values = maps[start : start + chunk].astype(np.float64)
+        total = None
+        for row_index, row_weight in ((rows[0], rows[2]), (rows[1], rows[3])):
+            weighted = values[:, row_index, :] * row_weight[:, None]
+            for col_index, col_weight in ((cols[0], cols[2]), (cols[1], cols[3])):
+                term = weighted[:, :, col_index] * col_weight
+                if total is None:
+                    total = term
+                else:
+                    total += term
+        result[start : start + chunk] = total
+    return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,13 +187,16 @@ class Explainer:
             width, channels). Nested models are opened up. The model is never modified.
         score_on: "logits" (default) scores the pre-softmax/-sigmoid output, read without
             touching the model's layers; "probabilities" scores the softmax/sigmoid output.
+        compiled: run the model passes as TensorFlow graphs (`tf.function`, traced once per
+            kind of call and cached on the explainer; the default) or eagerly, layer by layer
+            (slower; for debugging, or for layers that cannot be traced).
 
     Raises:
         ValueError: for a subclassed or unbuilt model, several inputs, a non-image input or an
             unknown `score_on`.
     """
 
-    def __init__(self, model: keras.Model, *, score_on: str = "logits"):
+    def __init__(self, model: keras.Model, *, score_on: str = "logits", compiled: bool = True):
         if not isinstance(model, keras.Model):
             raise ValueError(
                 f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
@@ -141,6 +217,32 @@ class Explainer:
             )
         self._input_shape, self._input_dtype = info.shape, info.dtype
         self._scorers: dict[int, object] = {}
+        self.compiled = bool(compiled)
+        # Traced graphs, by what they compute. Every one has an input signature with a free
+        # batch axis, so it is traced once, whatever the batch sizes: calls in a loop reuse it.
+        self._functions: dict[tuple, Callable] = {}
+
+    @property
+    def trace_count(self) -> int:
+        """How many times this explainer has traced a graph (0 when eager).
+
+        One trace per distinct kind of call (outputs, layers, and whether each output's classes
+        are given or predicted); repeated calls, any batch size, add none.
+        """
+        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+    def _image_spec(self) -> tf.TensorSpec:
+        """The input signature of the model's images, with a free batch axis."""
+        return tf.TensorSpec((None, *self._input_shape[1:]), self._input_dtype)
+
+    def _function(self, key: tuple, build: Callable, signature: Sequence[tf.TensorSpec]):
+        """The cached `tf.function` of `key`, made by ``tf.function(build(), ...)`` once."""
+        if key not in self._functions:
+            # No AutoGraph: the replay has no data-dependent Python control flow to convert.
+            self._functions[key] = tf.function(
+                build(), input_signature=list(signature), autograph=False
+            )
+        return self._functions[key]
 
     @property
     def output_names(self) -> list[str]:
@@ -213,11 +315,24 @@ class Explainer:
             self._scorers[position] = make_scorer(self._graph, position, self.score_on)
         return self._scorers[position]
 
+    def _scored(self, position: int, images) -> tf.Tensor:
+        """The scored tensor (logits or probabilities) of output `position` for `images`; only
+        the layers that output needs are run."""
+        scorer = self._scorer(position)
+        images = tf.convert_to_tensor(images, self._input_dtype)
+
+        def scored(x):
+            values, _ = self._graph.run([x], [scorer.tensor])
+            return scorer.transform(values[scorer.tensor])
+
+        if not self.compiled:
+            return scored(images)
+        function = self._function(("scored", position), lambda: scored, [self._image_spec()])
+        return function(images)
+
     def _score_groups(self, position: int, target: Target, images, batch: int) -> tf.Tensor:
         """Target scores (groups, batch) of perturbed copies of the batch, group-major."""
-        scorer = self._scorer(position)
-        values, _ = self._graph.run([tf.convert_to_tensor(images)], [scorer.tensor])
-        return group_scores(target, scorer.transform(values[scorer.tensor]), batch)
+        return group_scores(target, self._scored(position, images), batch)
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,16 +385,23 @@ class BaseCAM(Explainer):
     normalisation (see `normalize_maps`). Subclasses override `channel_weights` (the map is
     ``sum_c w_c A_c``) or `compute_map`.
 
+    The forward and backward passes run as one TensorFlow graph (when `compiled`, the default),
+    traced on the first call of each kind (outputs, layers, and for each output whether its
+    classes are given or predicted) and reused for any batch size; the hooks run eagerly on
+    its results (they are small, and may use NumPy). Callable targets run eagerly: a callable
+    may keep Python state, which a traced graph would not update.
+
     Args:
         model: a functional or Sequential Keras 3 model with one image input; nested models are
             opened up, and the model is never modified.
         score_on: "logits" (default) or "probabilities" (see `Explainer`).
+        compiled: trace the passes into graphs (default) or run them eagerly (see `Explainer`).
     """
 
     needs_gradients = True
 
-    def __init__(self, model: keras.Model, *, score_on: str = "logits"):
-        super().__init__(model, score_on=score_on)
+    def __init__(self, model: keras.Model, *, score_on: str = "logits", compiled: bool = True):
+        super().__init__(model, score_on=score_on, compiled=compiled)
         self._plans: dict = {}
 
     # -- public API ---------------------------------------------------------------------------
@@ -335,9 +457,11 @@ class BaseCAM(Explainer):
             raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={resize!r}")
         plan = self._plan(self._positions(outputs), layers)
         specs = split_targets(targets, len(plan.positions))
-        results = self._forward(x, plan, specs)
+        contexts = self._compiled_forward(x, plan, specs)
+        if contexts is None:
+            contexts = self._forward(x, plan, specs)
         maps = []
-        for ctx in results:
+        for ctx in contexts:
             cam = tf.nn.relu(tf.cast(self.compute_map(ctx), tf.float32)).numpy()
             cam = resize_maps(cam, tuple(x.shape[1:3]), resize)
             maps.append(normalize_maps(cam) if normalize else cam.astype(np.float32))
@@ -417,8 +541,59 @@ class BaseCAM(Explainer):
         self._plans[key] = plan
         return plan
 
-    def _forward(self, x: tf.Tensor, plan: _Plan, specs: list) -> list[CamContext]:
-        """One forward pass (and the backward passes of `plan`) for all explained outputs."""
+    def _forward(
+        self, x: tf.Tensor, plan: _Plan, specs: list, resolve=resolve_target
+    ) -> list[CamContext]:
+        """One forward pass (and the backward passes of `plan`) for all explained outputs.
+
+        Runs eagerly, or inside the caller's `tf.function` (callable targets only there: class
+        ids are resolved with NumPy).
+        """
+        return [
+            self._context(x, plan, index, *result)
+            for index, result in enumerate(self._passes(x, plan, specs, resolve))
+        ]
+
+    def _compiled_forward(self, x: tf.Tensor, plan: _Plan, specs: list) -> list | None:
+        """`_forward` through the cached graph of this plan and kind of targets, or None when
+        it does not apply (an eager explainer, a callable target, an unknown class count)."""
+        if not self.compiled or any(callable(spec) for spec in specs):
+            return None
+        batch = x.shape[0]
+        given = []
+        for spec, position in zip(specs, plan.positions):
+            scorer = self._scorer(position)
+            if spec is None:
+                given.append(None)  # the predicted class, taken inside the graph
+            elif scorer.num_classes is None:
+                return None
+            else:
+                given.append(class_ids(spec, batch, scorer.num_classes, scorer.name))
+        predicted = tuple(ids is None for ids in given)
+
+        def build():
+            def one_pass(images, *ids):
+                ids = iter(ids)
+                specs = [None if p else next(ids) for p in predicted]
+                results = self._passes(images, plan, specs, _graph_target)
+                return [(a, g, s, t.class_ids) for a, g, s, t in results]
+
+            return one_pass
+
+        signature = [self._image_spec()] + [tf.TensorSpec((None,), tf.int64)] * (
+            len(predicted) - sum(predicted)
+        )
+        function = self._function(("cam", plan.positions, plan.layers, predicted), build, signature)
+        results = function(x, *[tf.constant(ids) for ids in given if ids is not None])
+        return [
+            self._context(x, plan, index, acts, grads, scores, Target(ids.numpy()))
+            for index, (acts, grads, scores, ids) in enumerate(results)
+        ]
+
+    def _passes(self, x: tf.Tensor, plan: _Plan, specs: list, resolve) -> list[tuple]:
+        """(activations, gradients or None, scores, target) per explained output, from one
+        forward pass and the backward passes of `plan`; `resolve(spec, scored, name)` turns a
+        target spec into a `Target`."""
         graph = self._graph
         scorers = [self._scorer(k) for k in plan.positions]
         fetch = list(dict.fromkeys([*plan.layers, *(s.tensor for s in scorers)]))
@@ -436,11 +611,11 @@ class BaseCAM(Explainer):
                 tape=tape,
                 watch=[plan.layers[i] for i in plan.separate],
             )
-            scored, targets, scores = [], [], []
+            targets, scores = [], []
             for spec, scorer in zip(specs, scorers):
-                scored.append(scorer.transform(values[scorer.tensor]))
-                targets.append(resolve_target(spec, scored[-1], scorer.name))
-                scores.append(targets[-1].scores(scored[-1]))
+                scored = scorer.transform(values[scorer.tensor])
+                targets.append(resolve(spec, scored, scorer.name))
+                scores.append(targets[-1].scores(scored))
             # Sums are taken inside the tape: a persistent tape records nothing after it exits.
             sums = [tf.reduce_sum(score) for score in scores]
             if gradients_on and plan.taps:
@@ -458,21 +633,27 @@ class BaseCAM(Explainer):
                 gradients[i] = tf.zeros_like(activation) if grad is None else grad
                 gradients[i] = tf.cast(gradients[i], tf.float32)
             del tape
-        contexts = []
-        for i, position in enumerate(plan.positions):
-            batch = x.shape[0]
-            contexts.append(
-                CamContext(
-                    activations=tf.cast(values[plan.layers[i]], tf.float32),
-                    gradients=gradients[i],
-                    scores=scores[i],
-                    images=x,
-                    target=targets[i],
-                    layer=graph.tensor_name(plan.layers[i]),
-                    output=scorers[i].name,
-                    score=lambda images, p=position, t=targets[i], b=batch: self._score_groups(
-                        p, t, images, b
-                    ),
-                )
-            )
-        return contexts
+        return [
+            (tf.cast(values[layer], tf.float32), gradients[i], scores[i], targets[i])
+            for i, layer in enumerate(plan.layers)
+        ]
+
+    def _context(self, x, plan: _Plan, index: int, activations, gradients, scores, target):
+        position, batch = plan.positions[index], x.shape[0]
+        return CamContext(
+            activations=activations,
+            gradients=gradients,
+            scores=scores,
+            images=x,
+            target=target,
+            layer=self._graph.tensor_name(plan.layers[index]),
+            output=self._scorer(position).name,
+            score=lambda images: self._score_groups(position, target, images, batch),
+        )
+
+
+def _graph_target(spec, scored: tf.Tensor, name: str) -> Target:
+    """`resolve_target` inside a traced pass: the spec is None (the predicted classes) or a
+    tensor of class ids already checked by `class_ids`."""
+    del name
+    return Target(predicted_classes(scored) if spec is None else spec)

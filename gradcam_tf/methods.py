@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import scipy.ndimage
 import tensorflow as tf
 
-from gradcam_tf.base import EPSILON, BaseCAM, CamContext
+from gradcam_tf.base import EPSILON, BaseCAM, CamContext, zoom_maps
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM"]
 
@@ -73,6 +72,7 @@ class GradCAMPlusPlus(BaseCAM):
         model: a functional or Sequential Keras 3 model with one image input.
         exp_weights: multiply the weights by exp(S) (paper, tf-keras-vis; the default).
         score_on: "logits" (default) or "probabilities".
+        compiled: trace the passes into graphs (default) or run them eagerly.
 
     Example:
         >>> maps = gradcam_tf.GradCAMPlusPlus(model).explain(images, targets=labels)
@@ -83,8 +83,15 @@ class GradCAMPlusPlus(BaseCAM):
         https://arxiv.org/abs/1710.11063
     """
 
-    def __init__(self, model: keras.Model, *, exp_weights: bool = True, score_on: str = "logits"):
-        super().__init__(model, score_on=score_on)
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        exp_weights: bool = True,
+        score_on: str = "logits",
+        compiled: bool = True,
+    ):
+        super().__init__(model, score_on=score_on, compiled=compiled)
         self.exp_weights = bool(exp_weights)
 
     def channel_weights(self, ctx: CamContext) -> tf.Tensor:
@@ -196,6 +203,8 @@ class ScoreCAM(BaseCAM):
         max_channels: None (every channel) or N >= 1 (Faster Score-CAM).
         batch_size: masked images per forward pass.
         score_on: "probabilities" (default, as tf-keras-vis and the paper) or "logits".
+        compiled: run the clean and the masked forward passes as traced graphs (default; one
+            graph for the masked images of each output, any number of rows) or eagerly.
 
     Example:
         >>> maps = gradcam_tf.ScoreCAM(model, max_channels=16).explain(images)
@@ -215,8 +224,9 @@ class ScoreCAM(BaseCAM):
         max_channels: int | None = None,
         batch_size: int = 32,
         score_on: str = "probabilities",
+        compiled: bool = True,
     ):
-        super().__init__(model, score_on=score_on)
+        super().__init__(model, score_on=score_on, compiled=compiled)
         for name, value in (("max_channels", max_channels), ("batch_size", batch_size)):
             if value is None and name == "max_channels":
                 continue
@@ -241,7 +251,6 @@ class ScoreCAM(BaseCAM):
             chosen = np.argsort(-spread, axis=-1, kind="stable")[:, :keep]
         else:
             chosen = np.broadcast_to(np.arange(channels), (batch, channels))
-        factors = (1.0, size[0] / height, size[1] / width)
         weights = np.zeros((batch, channels), np.float32)
         rows = np.arange(batch)
         groups_per_call = max(1, self.batch_size // batch)
@@ -250,7 +259,7 @@ class ScoreCAM(BaseCAM):
             # (groups, batch, h, w): channel chosen[b, g] of sample b, group-major.
             maps = np.stack([acts[rows, :, :, chosen[:, g]] for g in range(start, stop)])
             flat = maps.reshape(-1, height, width)
-            masks = scipy.ndimage.zoom(flat, factors, order=1, mode="nearest")
+            masks = zoom_maps(flat, size, mode="nearest")
             low = masks.min(axis=_SPATIAL, keepdims=True)
             high = masks.max(axis=_SPATIAL, keepdims=True)
             masks = (masks - low) / (high - low + np.float32(EPSILON))

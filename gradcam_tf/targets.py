@@ -30,8 +30,10 @@ __all__ = [
     "Scorer",
     "Target",
     "check_score_on",
+    "class_ids",
     "group_scores",
     "make_scorer",
+    "predicted_classes",
     "resolve_target",
     "split_targets",
 ]
@@ -182,7 +184,8 @@ class Target:
     """The resolved target of one output for one batch.
 
     Attributes:
-        class_ids: int array (batch,), or None when `function` scores the output.
+        class_ids: int array (batch,) (an int64 tensor inside a compiled pass), or None when
+            `function` scores the output.
         function: a callable ``score(output) -> (batch,)``, or None.
     """
 
@@ -194,7 +197,12 @@ class Target:
         batch = output.shape[0]
         if self.function is None:
             per_class = _class_axis_mean(output)
-            return tf.gather(per_class, self.class_ids, axis=1, batch_dims=1)
+            # (row, class) pairs with gather_nd: the same values as gather(batch_dims=1), and a
+            # gradient (one scatter) that traces into a handful of ops, where the batched
+            # gather's gradient builds ~200 when the batch size is unknown (a compiled pass).
+            rows = tf.range(tf.shape(per_class, out_type=tf.int64)[0])
+            ids = tf.cast(self.class_ids, tf.int64)
+            return tf.gather_nd(per_class, tf.stack([rows, ids], axis=1))
         value = tf.convert_to_tensor(self.function(output))
         if value.shape.rank is None or value.shape.rank < 1 or value.shape[0] != batch:
             raise ValueError(
@@ -226,10 +234,26 @@ def resolve_target(spec, scored: tf.Tensor, name: str) -> Target:
     """
     batch, num_classes = scored.shape[0], scored.shape[-1]
     if spec is None:
-        ids = tf.argmax(_class_axis_mean(scored), axis=-1).numpy()
-        return Target(ids.astype(np.int64))
+        return Target(predicted_classes(scored).numpy())
     if callable(spec):
         return Target(None, spec)
+    return Target(class_ids(spec, batch, num_classes, name))
+
+
+def predicted_classes(scored: tf.Tensor) -> tf.Tensor:
+    """The predicted class of each sample, (batch,) int64: the argmax of the class scores."""
+    return tf.argmax(_class_axis_mean(scored), axis=-1, output_type=tf.int64)
+
+
+def class_ids(spec, batch: int, num_classes: int, name: str) -> np.ndarray:
+    """Checks an explicit class spec (an int, class ids or one-hot labels) against the batch
+    size and the number of classes; returns the class ids, int64 (batch,).
+
+    Needs no forward pass, so the ids can be checked before a compiled pass runs.
+
+    Raises:
+        ValueError: for ids of the wrong length, type or range.
+    """
     if isinstance(spec, bool | str | bytes):
         raise _ids_error(
             name, "expected None, class id(s), one-hot labels or a callable score(output).", spec
@@ -267,7 +291,7 @@ def resolve_target(spec, scored: tf.Tensor, name: str) -> Target:
             f"classes); got {sorted(set(array[bad].tolist()))[:5]}.",
             spec,
         )
-    return Target(array.astype(np.int64))
+    return array.astype(np.int64)
 
 
 def split_targets(targets, num_outputs: int) -> list:

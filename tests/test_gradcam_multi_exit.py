@@ -63,13 +63,15 @@ def test_automatic_layers_are_each_exits_head(model):
 )
 @pytest.mark.parametrize("method", GRADIENT_CAMS, ids=lambda m: m.__name__)
 def test_all_exits_at_once_equal_one_exit_at_a_time(model, images, method, layers, passes):
-    cam = method(model)
+    """All exits from the compiled one-pass graph; each exit alone from an eager explainer (so
+    the comparison also covers compiled = eager, and each case traces one graph, not four)."""
+    cam, one_at_a_time = method(model), method(model, compiled=False)
     targets = [None, 2, np.array([0, 1, 2, 3])]
     together = cam.explain(images, targets=targets, layers=layers)
     assert cam.gradient_passes(layers=layers) == passes
     for k in range(3):
         layer = layers[k] if isinstance(layers, list) else layers
-        (alone,) = cam.explain(images, targets=targets[k], layers=layer, outputs=k)
+        (alone,) = one_at_a_time.explain(images, targets=targets[k], layers=layer, outputs=k)
         assert alone.max() > 0.9  # informative map
         np.testing.assert_allclose(together[k], alone, atol=1e-6)
 
@@ -149,7 +151,10 @@ def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model
     msdnet_model = pytest.importorskip("msdnet_tf.model")
     heads = msdnet_model.exit_head_conv_layer_names(testing_model)
     features = msdnet_model.exit_feature_layer_names(testing_model)
-    cam = gradcam_tf.GradCAM(testing_model)
+    cam, one_at_a_time = (
+        gradcam_tf.GradCAM(testing_model),
+        gradcam_tf.GradCAM(testing_model, compiled=False),
+    )
     assert cam.target_layers == heads
     size = testing_model.input_shape[1:]
     images = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
@@ -157,5 +162,7 @@ def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model
         assert cam.gradient_passes(layers=layers) == 1
         together = cam.explain(images, layers=layers, resize=None, normalize=False)
         for k, layer in enumerate(layers):
-            (alone,) = cam.explain(images, layers=layer, outputs=k, resize=None, normalize=False)
+            (alone,) = one_at_a_time.explain(
+                images, layers=layer, outputs=k, resize=None, normalize=False
+            )
             np.testing.assert_allclose(together[k], alone, rtol=1e-6, atol=1e-9)

@@ -1,0 +1,179 @@
+"""The compiled passes: same maps as eager, one trace per kind of call, batched zoom = scipy."""
+
+import gradcam_models
+import numpy as np
+import pytest
+import scipy.ndimage
+import tensorflow as tf
+
+import gradcam_tf
+from gradcam_tf.graph import FlatGraph
+
+CAMS = [
+    gradcam_tf.GradCAM,
+    gradcam_tf.GradCAMPlusPlus,
+    gradcam_tf.XGradCAM,
+    gradcam_tf.LayerCAM,
+    gradcam_tf.HiResCAM,
+    gradcam_tf.ScoreCAM,
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gradcam_models.multi_exit_cnn()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return gradcam_models.images(4)
+
+
+TARGETS = [np.array([0, 1, 2, 3]), None, np.eye(4, dtype=np.float32)[[3, 2, 1, 0]]]
+
+
+def _assert_compiled_equals_eager(compiled, eager, images, layers):
+    for normalize in (True, False):
+        got = compiled.explain(images, TARGETS, layers=layers, normalize=normalize)
+        expected = eager.explain(images, TARGETS, layers=layers, normalize=normalize)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    # One graph for the pass; Score-CAM adds one graph of masked images per output.
+    assert compiled.trace_count == (1 if compiled.needs_gradients else 4)
+    assert eager.trace_count == 0
+
+
+@pytest.mark.parametrize("method", CAMS, ids=lambda m: m.__name__)
+def test_compiled_maps_equal_eager_maps(model, images, method):
+    """Given, predicted and one-hot targets, every method (the hooks run on the graph's
+    activations and gradients; Score-CAM's masked passes are compiled too)."""
+    kwargs = {"batch_size": 8} if method is gradcam_tf.ScoreCAM else {}
+    compiled, eager = method(model, **kwargs), method(model, compiled=False, **kwargs)
+    _assert_compiled_equals_eager(compiled, eager, images, "auto")
+
+
+@pytest.mark.parametrize("layers", ["exit1_features", "block1_out"], ids=["taps", "fallback"])
+def test_compiled_maps_equal_eager_maps_on_shared_layers(model, images, layers):
+    """The tapped shared pass (features read by later blocks) and the separate fallback."""
+    cam, eager = gradcam_tf.GradCAM(model), gradcam_tf.GradCAM(model, compiled=False)
+    layers = [layers, "exit2_features", "exit3_features"]
+    _assert_compiled_equals_eager(cam, eager, images, layers)
+
+
+def test_repeated_calls_trace_once(model, images):
+    """Any batch size and any class ids reuse the graph; a loop adds no trace."""
+    cam = gradcam_tf.GradCAM(model)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        batch = 1 + i % 4
+        ids = rng.integers(0, 4, batch)
+        maps = cam.explain(images[:batch], targets=ids)
+        assert [m.shape for m in maps] == [(batch, 16, 16)] * 3
+    assert cam.trace_count == 1
+    for _ in range(3):
+        cam.explain(images)  # predicted classes: another kind of call, one more graph
+    assert cam.trace_count == 2
+    for _ in range(3):
+        cam.explain(images, outputs=1, layers="exit2_features")
+    assert cam.trace_count == 3
+    assert len(cam._functions) == 3
+
+
+def test_score_cam_traces_each_output_once(model, images):
+    cam = gradcam_tf.ScoreCAM(model, max_channels=2, batch_size=3)
+    for batch in (1, 4, 3, 4):  # several row counts of masked images per pass
+        cam.explain(images[:batch])
+    # One clean pass, and one masked-image graph per output.
+    assert cam.trace_count == 1 + 3
+
+
+def test_no_replay_after_the_first_call(model, images, monkeypatch):
+    """The layer-by-layer Python replay runs while tracing, never again."""
+    calls = []
+    run = FlatGraph.run
+
+    def counting_run(self, *args, **kwargs):
+        calls.append(1)
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlatGraph, "run", counting_run)
+    cam = gradcam_tf.GradCAM(model)
+    for _ in range(5):
+        cam.explain(images, targets=1)
+    assert len(calls) == 1
+
+
+def test_compiled_pass_follows_the_weights(images):
+    """The graph reads the model's variables: new weights, new maps (as eager)."""
+    model = gradcam_models.multi_exit_cnn()
+    cam = gradcam_tf.GradCAM(model)
+    before = cam.explain(images, targets=1, normalize=False)
+    dense = model.get_layer("exit2_logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([-kernel, bias])  # Grad-CAM weights change sign: ReLU keeps the other part
+    after = cam.explain(images, targets=1, normalize=False)
+    expected = gradcam_tf.GradCAM(model, compiled=False).explain(images, targets=1, normalize=False)
+    scale = max(after[1].max(), before[1].max())
+    assert scale > 0 and np.abs(after[1] - before[1]).max() > 0.1 * scale
+    for a, b in zip(after, expected):
+        np.testing.assert_array_equal(a, b)
+    assert cam.trace_count == 1
+
+
+def test_callable_targets_run_eagerly(model, images):
+    """A callable sees concrete tensors and may keep them (as explain_with_probabilities)."""
+    seen = []
+
+    def score(logits):
+        seen.append(logits.numpy())
+        return logits[:, 2]
+
+    cam = gradcam_tf.GradCAM(model)
+    got = cam.explain(images, targets=score)
+    expected = cam.explain(images, targets=2)
+    assert len(seen) == 3 and seen[0].shape == (4, 4)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert cam.trace_count == 1  # only the class-id call was traced
+
+
+def _zoom_shapes():
+    shapes = [(2, 2, 32, 32), (4, 4, 32, 32), (7, 7, 224, 224), (1, 4, 16, 16), (1, 1, 5, 5)]
+    shapes += [(12, 12, 88, 88), (10, 12, 116, 88), (15, 14, 101, 22), (5, 3, 16, 16)]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, w = rng.integers(1, 20, 2)
+        big_h, big_w = rng.integers(2, 120, 2)
+        shapes.append((int(h), int(w), int(big_h), int(big_w)))
+    return shapes
+
+
+@pytest.mark.parametrize("mode", ["constant", "nearest"])
+def test_zoom_maps_is_scipy_zoom_bit_for_bit(mode):
+    """Including the sizes where scipy's last row comes out 0 in constant mode (12 -> 88)."""
+    rng = np.random.default_rng(1)
+    for h, w, big_h, big_w in _zoom_shapes():
+        maps = (10 * rng.standard_normal((5, h, w))).astype(np.float32)
+        expected = scipy.ndimage.zoom(maps, (1, big_h / h, big_w / w), order=1, mode=mode)
+        got = gradcam_tf.base.zoom_maps(maps, (big_h, big_w), mode=mode)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected, err_msg=f"{(h, w, big_h, big_w)}")
+    edge = scipy.ndimage.zoom(np.ones((1, 12, 12), np.float32), (1, 88 / 12, 88 / 12), order=1)
+    assert edge[0, -1].max() == 0.0  # scipy's own rounding artefact, reproduced above
+
+
+def test_zoom_maps_in_chunks(monkeypatch):
+    maps = np.random.default_rng(2).random((37, 3, 5)).astype(np.float32)
+    whole = gradcam_tf.base.zoom_maps(maps, (31, 17))
+    monkeypatch.setattr(gradcam_tf.base, "_ZOOM_CHUNK", 31 * 17 * 4)  # 4 maps per chunk
+    np.testing.assert_array_equal(gradcam_tf.base.zoom_maps(maps, (31, 17)), whole)
+    np.testing.assert_array_equal(whole, scipy.ndimage.zoom(maps, (1, 31 / 3, 17 / 5), order=1))
+
+
+def test_tensor_images_and_float64_arrays(model, images):
+    cam = gradcam_tf.GradCAM(model)
+    expected = cam.explain(images, targets=1)
+    for given in (tf.constant(images), images.astype(np.float64)):
+        for a, b in zip(cam.explain(given, targets=1), expected):
+            np.testing.assert_array_equal(a, b)
+    assert cam.trace_count == 1
