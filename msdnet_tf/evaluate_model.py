@@ -8,61 +8,92 @@ the early-exit engine) and ``results.json`` (the summary, with per-exit costs).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.costs import per_exit_costs
 
-__all__ = ["evaluate_run", "predict_probabilities"]
+__all__ = ["evaluate_run", "load_run", "predict_probabilities"]
 
 
 def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset):
-    """Softmax probabilities of every exit and the labels.
+    """Softmax probabilities of every exit and the labels, in one pass over `dataset`.
+
+    Each batch goes through one traced function (inference mode) computing
+    ``p_k = softmax(float32(z_k))`` for every exit k.
 
     Args:
-        model: a multi-exit classifier (a list of logits outputs).
+        model: a multi-exit classifier (a list of logits outputs; a single output is one exit).
         dataset: batches of (images, labels).
 
     Returns:
-        (probs (K, N, C) float32, labels (N,) int32).
+        (probs (K, N, C) float32, labels (N,) int32), in the dataset's order.
     """
 
     @tf.function(reduce_retracing=True)
     def forward(images):
-        return [tf.nn.softmax(tf.cast(o, tf.float32)) for o in model(images, training=False)]
+        outputs = model(images, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return [tf.nn.softmax(tf.cast(o, tf.float32)) for o in outputs]
 
     chunks, labels = [], []
     for images, y in dataset:
         chunks.append([p.numpy() for p in forward(images)])
         labels.append(y.numpy())
     if not chunks:
-        raise ValueError("The dataset is empty: nothing to evaluate.")
+        raise ValueError(f"The dataset is empty: nothing to evaluate. Received: {dataset}")
     probs = np.stack([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
     return probs.astype(np.float32), np.concatenate(labels).astype(np.int32)
 
 
-def evaluate_run(model, splits, run_dir: str, batch_size: int | None = None, budgeted=True):
+def evaluate_run(
+    model: keras.Model,
+    splits,
+    run_dir: str,
+    batch_size: int | None = None,
+    budgeted: bool = True,
+    costs=None,
+) -> dict:
     """Evaluate `model` on the validation and test splits into `run_dir`.
 
     Writes the report of `evaluation.write_report` (per-exit top-1/top-5 and ensemble, per-class
-    table and heat map, sample difficulty, anytime curve, budgeted sweep), ``probabilities.npz``
-    and ``results.json``.
+    table and heat map, sample difficulty, anytime curve vs cumulative FLOPs, and the budgeted
+    sweep with thresholds set on the validation split), ``probabilities.npz`` (``test_probs``
+    (K, N, C), ``test_labels`` and, with a validation split, ``val_probs``, ``val_labels``) and
+    ``results.json``.
+
+    Args:
+        model: a multi-exit classifier (one logits output per exit).
+        splits: `msdnet_tf.data.Splits` of the data set.
+        run_dir: output folder (created if missing).
+        batch_size: evaluation batch size (default: the splits' own).
+        budgeted: run the budgeted sweep (needs a non-empty validation split; skipped without
+            one rather than setting thresholds on the test set).
+        costs: `msdnet_tf.costs.per_exit_costs(model)` if already computed.
 
     Returns:
-        The summary dict written to ``results.json``.
+        The summary dict written to ``results.json``: data set, split sizes, class names,
+        per-exit records, difficulty histogram, per-exit costs, budgeted records (or None),
+        the files written.
     """
-    del batch_size  # the splits' own batch size is used
     os.makedirs(run_dir, exist_ok=True)
-    test_probs, test_labels = predict_probabilities(model, splits.test_dataset())
+    test_probs, test_labels = predict_probabilities(
+        model, _rebatched(splits.test_dataset(), batch_size)
+    )
     val_probs = val_labels = None
     if budgeted and splits.sizes["validation"] > 0:
-        val_probs, val_labels = predict_probabilities(model, splits.validation_dataset())
-    costs = per_exit_costs(model)
+        val_probs, val_labels = predict_probabilities(
+            model, _rebatched(splits.validation_dataset(), batch_size)
+        )
+    costs = per_exit_costs(model) if costs is None else costs
     flops = [c.cumulative_flops for c in costs]
     report = evaluation.write_report(
         run_dir, test_probs, test_labels, splits.class_names, flops, val_probs=val_probs
@@ -77,13 +108,42 @@ def evaluate_run(model, splits, run_dir: str, batch_size: int | None = None, bud
         "split_sizes": splits.sizes,
         "per_exit": report["per_exit"],
         "difficulty_histogram": report["difficulty_histogram"],
-        "costs": [c.__dict__ for c in costs],
+        "costs": [dataclasses.asdict(c) for c in costs],
         "budgeted": report["budgeted"],
-        "files": report["files"] + ["probabilities.npz", "results.json"],
+        "files": sorted(report["files"] + ["probabilities.npz", "results.json"]),
     }
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=2, default=_jsonable)
     return summary
+
+
+def _rebatched(dataset: tf.data.Dataset, batch_size: int | None) -> tf.data.Dataset:
+    """`dataset` in batches of `batch_size` (unchanged when None)."""
+    if not batch_size:
+        return dataset
+    return dataset.unbatch().batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def load_run(workdir: str, checkpoint: str = "model.keras"):
+    """(model, config) of a training run folder.
+
+    Args:
+        workdir: a folder written by `msdnet_tf.training.train_and_evaluate`.
+        checkpoint: ``model.keras`` (final weights) or ``best.keras`` (best validation).
+
+    Returns:
+        The loaded model and the run's resolved config (from ``config.json``).
+    """
+    paths = [os.path.join(workdir, checkpoint), os.path.join(workdir, "config.json")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{workdir} is not a finished training run: {os.path.basename(path)} is missing "
+                f"(expected {path}; scripts/train.py writes it). Received: workdir={workdir!r}"
+            )
+    with open(paths[1]) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    return keras.saving.load_model(paths[0]), config
 
 
 def _jsonable(value):

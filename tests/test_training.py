@@ -1,11 +1,15 @@
 """Training: the reference optimiser and schedules, a short run, resumption, distribution."""
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import types
 
 import keras
 import numpy as np
@@ -17,6 +21,19 @@ from msdnet_tf.config import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+ENV.pop("TF_CONFIG", None)
+
+
+def _config_file(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+# ------------------------------------------------------------------------------------------
+# Optimiser: PyTorch's SGD with L2 through the gradient
+# ------------------------------------------------------------------------------------------
 
 
 def _torch_sgd_reference(w, grads, lr, mu, l2, nesterov):
@@ -43,18 +60,65 @@ def test_reference_sgd_equals_the_pytorch_update(nesterov):
     np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
 
 
-def test_reference_sgd_round_trips_its_config():
+def test_reference_sgd_round_trips_its_config_and_refuses_decoupled_decay():
     optimizer = training.ReferenceSGD(0.05, momentum=0.8, nesterov=True, l2=3e-4)
     clone = training.ReferenceSGD.from_config(optimizer.get_config())
     assert (clone.l2, clone.nesterov, float(clone.momentum)) == (3e-4, True, 0.8)
+    with pytest.raises(ValueError, match="Received: weight_decay=0.1"):
+        training.ReferenceSGD(0.1, weight_decay=0.1)
+    with pytest.raises(ValueError, match="Received: l2=-1"):
+        training.ReferenceSGD(0.1, l2=-1)
+
+
+def test_two_fit_steps_on_a_tiny_msdnet_are_sgd_with_l2_on_every_parameter():
+    """train_on_batch of the compiled model == hand-computed Nesterov SGD + L2, BN included."""
+    config = base_config("testing", "digits", epochs=4, batch_size=8)
+    config.train.weight_decay = 0.01  # large enough to matter in float32
+    config.train.nesterov = True
+    config.train.exit_loss_weights = [1.0, 0.5, 2.0]
+    keras.utils.set_random_seed(1)
+    model = training.compile_model(training.build_model(config), config, steps_per_epoch=10)
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(8, 16, 16, 3)).astype("float32"), rng.integers(0, 10, 8))
+               for _ in range(2)]  # fmt: skip
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    variables = model.trainable_variables
+    names = {v.path for v in variables}
+    assert any("bn/gamma" in n for n in names) and any("logits/bias" in n for n in names)
+
+    w = [v.numpy().astype(np.float64) for v in variables]
+    buffers = None
+    for x, y in batches:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = sum(c * cross_entropy(y, z) for c, z in zip([1.0, 0.5, 2.0], logits))
+        grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, variables)]
+        for v, value in zip(variables, w):  # tape pass moved BN statistics only; reset weights
+            v.assign(value.astype(np.float32))
+        d = [g + 0.01 * p for g, p in zip(grads, w)]
+        buffers = d if buffers is None else [0.9 * b + di for b, di in zip(buffers, d)]
+        expected = [p - 0.1 * (di + 0.9 * b) for p, di, b in zip(w, d, buffers)]
+        model.train_on_batch(x, {name: y for name in model.output_names})
+        for v, e in zip(variables, expected):
+            np.testing.assert_allclose(v.numpy(), e, rtol=2e-4, atol=2e-6, err_msg=v.path)
+        w = [v.numpy().astype(np.float64) for v in variables]
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Learning-rate schedules and configuration errors
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "schedule,epochs,expected",
     [
         ("step", 8, {0: 0.1, 39: 0.1, 40: 0.01, 59: 0.01, 60: 0.001, 79: 0.001}),
-        ("step30", 90, {0: 0.1, 299: 0.1, 300: 0.01, 600: 0.001}),
-        ("cosine", 8, {0: 0.1, 40: 0.05, 80: 0.0}),
+        # The reference drops once epoch >= 0.5 * 5 = 2.5 and >= 3.75: at epochs 3 and 4.
+        ("step", 5, {0: 0.1, 29: 0.1, 30: 0.01, 39: 0.01, 40: 0.001, 49: 0.001}),
+        ("step", 1, {0: 0.1, 9: 0.1}),
+        ("step30", 90, {0: 0.1, 299: 0.1, 300: 0.01, 599: 0.01, 600: 0.001, 899: 0.001}),
+        ("cosine", 8, {0: 0.1, 20: 0.05 * (1 + np.cos(np.pi / 4)), 40: 0.05, 80: 0.0}),
     ],
 )
 def test_learning_rate_schedules(schedule, epochs, expected):
@@ -62,10 +126,11 @@ def test_learning_rate_schedules(schedule, epochs, expected):
     config.train.schedule = schedule
     lr = training.learning_rate_schedule(config, steps_per_epoch=10)
     for step, value in expected.items():
-        assert float(lr(step)) == pytest.approx(value, abs=1e-7), step
+        got = float(lr(step)) if callable(lr) else lr
+        assert got == pytest.approx(value, abs=1e-7), step
 
 
-def test_unknown_schedule_and_bad_loss_weights():
+def test_configuration_errors():
     config = base_config("testing", "digits", epochs=2, batch_size=32)
     config.train.schedule = "linear"
     with pytest.raises(ValueError, match="Received: 'linear'"):
@@ -74,49 +139,153 @@ def test_unknown_schedule_and_bad_loss_weights():
     config.train.exit_loss_weights = [1.0]
     with pytest.raises(ValueError, match="one weight per exit"):
         training.compile_model(training.build_model(config), config, 10)
+    with pytest.raises(ValueError, match="Received: 'horovod'"):
+        training.make_strategy("horovod")
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match="num_classes=10.*Received: config.model.num_classes=5"):
+        training.load_splits(config)
 
 
-def _smoke_config(epochs=2, steps=3):
-    config = base_config("testing", "digits", epochs=epochs, batch_size=32)
-    config.train.steps_per_epoch = steps
-    config.train.deterministic = True
-    return config
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        training.make_strategy("multi_worker")
 
 
-def test_short_training_run_writes_the_run_folder(tmp_path):
-    summary = training.train_and_evaluate(_smoke_config(), str(tmp_path))
-    for name in ("config.json", "log.csv", "model.keras", "best.keras", "per_exit.json",
-                 "per_class.csv", "per_class.png", "difficulty.csv", "anytime.png",
-                 "budgeted.json", "probabilities.npz", "results.json"):  # fmt: skip
-        assert (tmp_path / name).exists(), name
-    assert len(summary["per_exit"]) == 3
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_0001.keras", "epoch_0002.keras"]
-    log = (tmp_path / "log.csv").read_text().splitlines()
-    assert len(log) == 3 and "val_exit3_logits_top1" in log[0]
-    probs = np.load(tmp_path / "probabilities.npz")
-    assert probs["test_probs"].shape == (3, 450, 10)
-    np.testing.assert_allclose(probs["test_probs"].sum(-1), 1.0, atol=1e-5)
-    # The saved model is the trained one.
-    model = keras.saving.load_model(tmp_path / "model.keras")
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model"]["input_shape"] == [16, 16, 3]
+def test_out_of_range_labels_stop_with_a_clear_error():
+    images = np.zeros((4, 16, 16, 3), np.float32)
+    labels = np.array([0, 3, 12, 1], np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    mapped = training.per_exit_labels(dataset, ["exit1_logits", "exit2_logits"], num_classes=10)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 10\).*Received: labels"):
+        next(iter(mapped))
+    unchecked = training.per_exit_labels(dataset, ["exit1_logits"])
+    assert next(iter(unchecked))[1]["exit1_logits"].numpy().tolist() == [0, 3, 12, 1]
+
+
+@pytest.mark.parametrize(
+    "task_type,task_id,cluster,chief",
+    [
+        (None, None, {}, True),
+        ("chief", 0, {"chief": ["a"], "worker": ["b"]}, True),
+        ("worker", 0, {"chief": ["a"], "worker": ["b"]}, False),
+        ("worker", 0, {"worker": ["a", "b"]}, True),
+        ("worker", 1, {"worker": ["a", "b"]}, False),
+    ],
+)
+def test_is_chief(task_type, task_id, cluster, chief):
+    resolver = types.SimpleNamespace(
+        task_type=task_type,
+        task_id=task_id,
+        cluster_spec=lambda: tf.train.ClusterSpec(cluster),
+    )
+    strategy = types.SimpleNamespace(cluster_resolver=resolver)
+    assert training.is_chief(strategy) is chief
+    assert training.is_chief(tf.distribute.get_strategy())
+
+
+def test_mixed_precision_keeps_float32_logits_and_names():
+    config = base_config("testing", "digits", epochs=1, batch_size=8)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = training.build_model(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     assert model.output_names == ["exit1_logits", "exit2_logits", "exit3_logits"]
+    assert model.get_layer("block1_stem_scale0_conv").compute_dtype == "bfloat16"
+    outputs = model(np.zeros((2, 16, 16, 3), np.float32))
+    assert [o.dtype for o in outputs] == [tf.float32] * 3
 
 
-def test_rerun_of_a_finished_run_resumes_and_does_not_retrain(tmp_path):
-    training.train(_smoke_config(epochs=1, steps=2), str(tmp_path))
-    before = (tmp_path / "checkpoints" / "epoch_0001.keras").stat().st_mtime
-    model, _ = training.train(_smoke_config(epochs=1, steps=2), str(tmp_path))
-    assert (tmp_path / "checkpoints" / "epoch_0001.keras").stat().st_mtime == before
-    assert int(model.optimizer.iterations.numpy()) == 2
+# ------------------------------------------------------------------------------------------
+# A short run through train_and_evaluate (configs/testing.py:smoke)
+# ------------------------------------------------------------------------------------------
 
 
-def _train_command(workdir, epochs):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    config = _config_file("testing", "smoke")
+    summary = training.train_and_evaluate(config, str(workdir))
+    return config, workdir, summary
+
+
+def test_short_training_run_writes_the_run_folder(smoke_run):
+    config, workdir, summary = smoke_run
+    for name in ("config.json", "config.txt", "log.csv", "model.keras", "best.keras", "best.json",
+                 "per_exit.json", "per_exit.csv", "per_class.csv", "per_class.png",
+                 "difficulty.csv", "difficulty_hist.png", "anytime.png", "budgeted.json",
+                 "budgeted.png", "probabilities.npz", "results.json"):  # fmt: skip
+        assert (workdir / name).exists(), name
+    assert os.listdir(workdir / "tensorboard")
+    assert len(summary["per_exit"]) == 3
+    assert json.loads((workdir / "results.json").read_text())["per_exit"] == json.loads(
+        json.dumps(summary["per_exit"])
+    )
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["epoch_0001.keras", "epoch_0002.keras"]
+    log = (workdir / "log.csv").read_text().splitlines()
+    assert len(log) == 3
+    for key in ("exit1_logits_top1", "exit3_logits_top5", "val_exit3_logits_top1", "val_loss"):
+        assert key in log[0].split(",")
+    probs = np.load(workdir / "probabilities.npz")
+    assert probs["test_probs"].shape == (3, 450, 10) and probs["val_probs"].shape == (3, 269, 10)
+    np.testing.assert_allclose(probs["test_probs"].sum(-1), 1.0, atol=1e-5)
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["input_shape"] == [16, 16, 3] and saved["train"]["steps_per_epoch"] == 3
+    model = keras.saving.load_model(workdir / "model.keras")
+    assert model.output_names == ["exit1_logits", "exit2_logits", "exit3_logits"]
+    assert model.input_shape == (None, 16, 16, 3)
+    best = json.loads((workdir / "best.json").read_text())
+    assert best["monitor"] == "val_exit3_logits_top1" and best["epoch"] in (1, 2)
+
+
+def test_checkpoint_holds_the_full_training_state(smoke_run):
+    _, workdir, _ = smoke_run
+    checkpoint = keras.saving.load_model(workdir / "checkpoints" / "epoch_0002.keras")
+    final = keras.saving.load_model(workdir / "model.keras")
+    assert int(checkpoint.optimizer.iterations.numpy()) == 6
+    assert len(checkpoint.optimizer.momentums) == len(checkpoint.trainable_variables)
+    for a, b in zip(checkpoint.get_weights(), final.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rerun_of_a_finished_run_does_not_retrain(smoke_run, tmp_path):
+    config, workdir, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    before = (copy / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns
+    model, _ = training.train(config, str(copy))
+    assert (copy / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns == before
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert len((copy / "log.csv").read_text().splitlines()) == 3
+
+
+def test_resume_from_the_first_checkpoint_matches_the_uninterrupted_run(smoke_run, tmp_path):
+    config, workdir, _ = smoke_run
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(workdir / "checkpoints" / "epoch_0001.keras", tmp_path / "checkpoints")
+    # A log row for epoch 2 written before a kill (no checkpoint yet) is dropped on resumption.
+    rows = (workdir / "log.csv").read_text().splitlines()
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    model, _ = training.train(config, str(tmp_path))
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3
+    expected = keras.saving.load_model(workdir / "model.keras").get_weights()
+    for a, b in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Slow: SIGKILL and resume through the script, distribution
+# ------------------------------------------------------------------------------------------
+
+
+def _train_command(workdir, epochs, *overrides):
     return [
         sys.executable, os.path.join(ROOT, "scripts", "train.py"),
         "--config", os.path.join(ROOT, "configs", "testing.py"), "--workdir", str(workdir),
         f"--config.train.epochs={epochs}", "--config.train.steps_per_epoch=6",
-        "--config.train.deterministic=True", "--config.eval.budgeted=False",
+        "--config.train.deterministic=True", "--config.eval.budgeted=False", *overrides,
     ]  # fmt: skip
 
 
@@ -130,15 +299,100 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     process = subprocess.Popen(_train_command(killed, epochs), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 600
-    while not (killed / "checkpoints" / "epoch_0002.keras").exists():
+    while not (killed / "checkpoints" / "epoch_0001.keras").exists():
         assert time.time() < deadline and process.poll() is None, "no checkpoint appeared"
-        time.sleep(0.2)
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the second epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "model.keras").exists()
-    subprocess.run(_train_command(killed, epochs), env=ENV, check=True, capture_output=True,
-                   timeout=900)  # fmt: skip
+    out = subprocess.run(_train_command(killed, epochs), env=ENV, check=True,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert "Resuming from" in out.stdout
     a = keras.saving.load_model(reference / "model.keras").get_weights()
     b = keras.saving.load_model(killed / "model.keras").get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+    log = (killed / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
+
+
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import csv
+from msdnet_tf import training
+from msdnet_tf.config import base_config
+
+results = {}
+for strategy in ("default", "mirrored"):
+    config = base_config("testing", "digits", epochs=2, batch_size=32)
+    config.train.strategy = strategy
+    config.train.steps_per_epoch = 4
+    config.eval.budgeted = False
+    workdir = sys.argv[1] + "/" + strategy
+    model, _ = training.train(config, workdir)
+    with open(workdir + "/log.csv") as f:
+        rows = list(csv.DictReader(f))
+    results[strategy] = {
+        "replicas": training.make_strategy(strategy).num_replicas_in_sync,
+        "loss": [float(r["loss"]) for r in rows],
+        "val_loss": [float(r["val_loss"]) for r in rows],
+    }
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_device(tmp_path):
+    out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], env=ENV, cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["mirrored"]["replicas"] == 2 and results["default"]["replicas"] == 1
+    # Same data, same initial weights, global batch 32 = 2 x 16; only the BN batch statistics
+    # differ (per replica, as PyTorch's DataParallel), so the losses agree closely, not exactly.
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(results["mirrored"][key], results["default"][key], rtol=0.02)
+    assert (tmp_path / "mirrored" / "model.keras").exists()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_process_multi_worker_run_finishes_an_epoch(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    command = _train_command(tmp_path / "run", 1, "--config.train.strategy=multi_worker",
+                             "--config.train.steps_per_epoch=3")  # fmt: skip
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            command, env={**ENV, "TF_CONFIG": tf_config}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=900)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    run = tmp_path / "run"
+    assert (run / "model.keras").exists() and (run / "results.json").exists()
+    assert (run / "checkpoints" / "epoch_0001.keras").exists()
+    assert len((run / "log.csv").read_text().splitlines()) == 2  # the chief's log only
+    assert "Last exit test top-1" in outputs[0]
