@@ -239,8 +239,10 @@ class Explainer:
         """The cached `tf.function` of `key`, made by ``tf.function(build(), ...)`` once."""
         if key not in self._functions:
             # No AutoGraph: the replay has no data-dependent Python control flow to convert.
+            # The partial: TensorFlow warns about "frequent retracing" per code object, which
+            # every closure made by `build` shares; each of these graphs is traced only once.
             self._functions[key] = tf.function(
-                build(), input_signature=list(signature), autograph=False
+                functools.partial(build()), input_signature=list(signature), autograph=False
             )
         return self._functions[key]
 

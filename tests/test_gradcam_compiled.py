@@ -87,6 +87,16 @@ def test_score_cam_traces_each_output_once(model, images):
     assert cam.trace_count == 1 + 3
 
 
+def test_no_retracing_warning_for_graphs_traced_once(model, images, caplog):
+    """TensorFlow's "frequent retracing" warning counts traces per code object; ours are
+    traced once each (7 Score-CAM scoring graphs, several explainers) and must not set it off."""
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            gradcam_tf.ScoreCAM(model, max_channels=1).explain(images[:1])
+            gradcam_tf.GradCAM(model).explain(images[:1], outputs=0)
+    assert "retracing" not in caplog.text
+
+
 def test_no_replay_after_the_first_call(model, images, monkeypatch):
     """The layer-by-layer Python replay runs while tracing, never again."""
     calls = []
