@@ -1,0 +1,265 @@
+"""A real early exit for MSD-Net: block-wise stages and a batched graph-mode engine.
+
+The reference evaluates every exit on every sample and only *simulates* budgeted batch
+classification (`msdnet_tf.evaluation.exit_indices`). `EarlyExitClassifier` really stops: it runs
+the network block by block; after block k the samples whose exit-k confidence (max softmax)
+reaches ``T_k`` leave, only the others are gathered into block k+1, and a block that no sample
+reaches is not run at all.
+
+Exits are numbered from 0 in the engine's outputs (``exit_index`` in ``[0, K)``), as in
+`msdnet_tf.evaluation.exit_indices`; the layer names number them from 1 (``exit1_logits``).
+
+Example:
+    >>> from msdnet_tf import evaluation
+    >>> thresholds = evaluation.budgeted_thresholds(val_probs, p=20)
+    >>> engine = EarlyExitClassifier(model, thresholds)
+    >>> out = engine(test_images)   # {"class_id", "probability", "exit_index"}, one per image
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from msdnet_tf.model import block_output_layer_names
+
+__all__ = ["EarlyExitClassifier", "block_stages", "check_thresholds", "num_exits"]
+
+
+def num_exits(model: keras.Model) -> int:
+    """Number of exits of an MSD-Net: its outputs named ``exit{k}_logits``."""
+    names = [layer.name for layer in model.layers]
+    count = 0
+    while f"exit{count + 1}_logits" in names:
+        count += 1
+    if count == 0:
+        raise ValueError(
+            "Expected an MSD-Net with outputs named `exit1_logits`, ... (msdnet_tf.build_msdnet). "
+            f"Received: a model named {model.name!r} without them"
+        )
+    return count
+
+
+def block_stages(model: keras.Model) -> list[keras.Model]:
+    """Splits an MSD-Net into one model per block, sharing the layers (and weights) of `model`.
+
+    Stage b takes the outputs of block b-1 (every scale still present, finest first; the image
+    for b = 1) as a list and returns ``[*block b's outputs, exit b's logits]``. Chained, the
+    stages compute exactly what `model` computes. Each stage is a functional `keras.Model`
+    whose inputs are the model's own intermediate tensors ``block{b-1}_scale{s}_out``: Keras
+    keeps only the layers between those endpoints and the block's outputs, and reuses the very
+    layer objects, so training or editing `model` changes the stages too.
+
+    Args:
+        model: an MSD-Net built by `msdnet_tf.build_msdnet` (or loaded from `.keras`).
+
+    Returns:
+        K stages, ``stage{b}``, in block order.
+    """
+    stages, inputs = [], list(model.inputs)
+    for block in range(1, num_exits(model) + 1):
+        outputs = [model.get_layer(name).output for name in block_output_layer_names(model, block)]
+        logits = model.get_layer(f"exit{block}_logits").output
+        stages.append(keras.Model(inputs, [*outputs, logits], name=f"stage{block}"))
+        inputs = outputs
+    return stages
+
+
+def _round_up_to_float32(values: np.ndarray) -> np.ndarray:
+    """The smallest float32 >= each float64 value, so that for any float32 confidence c,
+    ``c >= result`` in float32 exactly when ``c >= value`` in float64."""
+    with np.errstate(over="ignore"):  # beyond the float32 range: +-inf, then stepped back
+        rounded = values.astype(np.float32)
+    below = rounded.astype(np.float64) < values
+    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
+    return rounded
+
+
+def check_thresholds(thresholds, n_exits: int) -> np.ndarray:
+    """Validates per-exit thresholds and returns them as K float32 values.
+
+    Args:
+        thresholds: K numbers ``T_1..T_K`` (``+inf``: nobody exits there; the last one is
+            ignored, the last exit takes everyone left), or K-1 numbers (then ``T_K = -inf``).
+        n_exits: K, the number of exits.
+
+    Returns:
+        float32 array ``(K,)``. Values are rounded *up* to float32, so comparing float32
+        confidences with them decides exactly as `msdnet_tf.evaluation.exit_indices` does with
+        the float64 thresholds.
+
+    Raises:
+        ValueError: not numbers, not 1-D, not K or K-1 of them, or a NaN.
+    """
+    try:
+        array = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`thresholds` must be numbers, one per exit. Received: {thresholds!r}"
+        ) from error
+    if array.ndim != 1 or array.shape[0] not in (n_exits, n_exits - 1):
+        raise ValueError(
+            f"`thresholds` must be a 1-D array of {n_exits} values (one per exit) or "
+            f"{n_exits - 1} (the last exit takes everyone left). Received: shape {array.shape}, "
+            f"thresholds={array.tolist()}"
+        )
+    if np.isnan(array).any():
+        raise ValueError(f"`thresholds` must not contain NaN. Received: {array.tolist()}")
+    if array.shape[0] == n_exits - 1:
+        array = np.append(array, -np.inf)
+    return _round_up_to_float32(array)
+
+
+def _empty_results():
+    return (
+        tf.zeros([0], tf.int32),
+        tf.zeros([0], tf.int64),
+        tf.zeros([0], tf.float32),
+        tf.zeros([0], tf.int64),
+    )
+
+
+class EarlyExitClassifier:
+    """Anytime inference that really exits early: batched, block by block, in graph mode.
+
+    On a batch, block 1 and exit 1 run on every image; the images whose exit-1 confidence (max
+    softmax) is ``>= T_1`` are done; one `tf.where` lists the others and `tf.gather` packs their
+    block outputs (every scale) into a smaller batch for block 2, and so on. A `tf.cond` skips
+    all later blocks as soon as nobody is left, so their ops never execute. The last exit takes
+    everyone who reaches it. Per-sample results are put back in input order with one inverse
+    permutation at the end.
+
+    The decisions are those of `msdnet_tf.evaluation.exit_indices` (first k with
+    ``confidence_k >= T_k``) and the class is the argmax of that exit's probabilities, exactly
+    as the simulated budgeted evaluation, without computing the exits a sample never reaches.
+
+    The whole pass is one `tf.function` with a ``[None, H, W, C]`` images signature and a
+    ``[K]`` thresholds tensor: it is traced once, for every batch size and every threshold
+    vector (`function`, also what the SavedModel's ``early_exit`` signature runs).
+
+    Args:
+        model: an MSD-Net from `msdnet_tf.build_msdnet` (or loaded from `.keras`). The engine
+            shares its layers (see `block_stages`); it copies no weights.
+        thresholds: default thresholds, K values (or K-1), e.g. from
+            `msdnet_tf.evaluation.budgeted_thresholds`; a call can give others.
+        count_blocks: if True, `block_runs` counts how many times each block actually ran
+            (an int64 variable of K counters; for tests and monitoring).
+
+    Example:
+        >>> engine = EarlyExitClassifier(model, [0.9, 0.8, 0.7, 0.6])   # K = 5 exits
+        >>> out = engine(images)
+        >>> out["class_id"], out["probability"], out["exit_index"]    # exit_index is 0-based
+    """
+
+    def __init__(self, model: keras.Model, thresholds=None, count_blocks: bool = False):
+        self.model = model
+        self.stages = block_stages(model)
+        self.num_exits = len(self.stages)
+        self.image_shape = tuple(model.inputs[0].shape[1:])
+        self.thresholds = None
+        if thresholds is not None:
+            self.thresholds = check_thresholds(thresholds, self.num_exits)
+        self.block_runs = None
+        if count_blocks:
+            self.block_runs = tf.Variable(
+                tf.zeros([self.num_exits], tf.int64), trainable=False, name="block_runs"
+            )
+        self.function = tf.function(
+            self.classify_graph,
+            input_signature=[
+                tf.TensorSpec([None, *self.image_shape], tf.float32, name="images"),
+                tf.TensorSpec([self.num_exits], tf.float32, name="thresholds"),
+            ],
+            autograph=False,
+        )
+
+    def __call__(self, images, thresholds=None, batch_size: int | None = None) -> dict:
+        """Classifies `images` with early exits.
+
+        Args:
+            images: ``(N, H, W, C)`` normalised images (anything `np.asarray` takes).
+            thresholds: K (or K-1) thresholds for this call; default: the constructor's.
+            batch_size: if given, run the engine on chunks of this many images.
+
+        Returns:
+            A dict of numpy arrays of length N: ``class_id`` (int64), ``probability`` (float32,
+            the max softmax at the exit taken) and ``exit_index`` (int64, 0-based).
+
+        Raises:
+            ValueError: bad thresholds (see `check_thresholds`), none given at all, or images
+                of the wrong shape.
+        """
+        if thresholds is None and self.thresholds is None:
+            raise ValueError(
+                "No thresholds: give them to EarlyExitClassifier(...) or to the call. "
+                "Received: thresholds=None"
+            )
+        t = self.thresholds if thresholds is None else check_thresholds(thresholds, self.num_exits)
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"`images` must have shape (N, {', '.join(map(str, self.image_shape))}). "
+                f"Received: shape {images.shape}"
+            )
+        step = batch_size or max(len(images), 1)
+        chunks = [
+            self.function(tf.constant(images[i : i + step]), tf.constant(t))
+            for i in range(0, max(len(images), 1), step)
+        ]
+        return {
+            key: np.concatenate([chunk[key].numpy() for chunk in chunks])
+            for key in ("class_id", "probability", "exit_index")
+        }
+
+    def classify_graph(self, images, thresholds) -> dict:
+        """The engine on tensors (trace it inside a `tf.function`): see the class docstring."""
+        tf.debugging.assert_equal(
+            tf.reduce_any(tf.math.is_nan(thresholds)),
+            False,
+            message="`thresholds` must not contain NaN",
+        )
+        n = tf.shape(images)[0]
+        positions, class_id, probability, exit_index = tf.cond(
+            n > 0,
+            lambda: self._run_from(0, [images], tf.range(n), thresholds),
+            _empty_results,
+        )
+        # `positions` is a permutation of 0..n-1: invert it to restore the input order.
+        order = tf.math.invert_permutation(positions)
+        return {
+            "class_id": tf.gather(class_id, order),
+            "probability": tf.gather(probability, order),
+            "exit_index": tf.gather(exit_index, order),
+        }
+
+    def _run_from(self, k: int, features, positions, thresholds):
+        """Blocks k, k+1, ... on the samples at `positions` of the batch (0-based k).
+
+        Returns (positions, class_id, probability, exit_index) of those samples, grouped by exit.
+        """
+        if self.block_runs is not None:
+            self.block_runs.assign_add(tf.one_hot(k, self.num_exits, dtype=tf.int64))
+        *features, logits = self.stages[k](features, training=False)
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
+        confidence = tf.reduce_max(probs, axis=-1)
+        class_id = tf.argmax(probs, axis=-1)
+        exit_k = tf.constant(k, tf.int64)
+        if k == self.num_exits - 1:
+            return positions, class_id, confidence, tf.fill(tf.shape(positions), exit_k)
+        leaves = confidence >= thresholds[k]
+        leave = tf.where(leaves)[:, 0]
+        stay = tf.where(tf.logical_not(leaves))[:, 0]
+        here = (
+            tf.gather(positions, leave),
+            tf.gather(class_id, leave),
+            tf.gather(confidence, leave),
+            tf.fill(tf.shape(leave), exit_k),
+        )
+
+        def later():
+            rest = [tf.gather(f, stay) for f in features]
+            return self._run_from(k + 1, rest, tf.gather(positions, stay), thresholds)
+
+        after = tf.cond(tf.size(stay) > 0, later, _empty_results)
+        return tuple(tf.concat([a, b], axis=0) for a, b in zip(here, after))

@@ -1,0 +1,205 @@
+"""Block stages and the real early-exit engine against the simulated budgeted evaluation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from msdnet_tf import evaluation
+from msdnet_tf.early_exit import EarlyExitClassifier, block_stages, check_thresholds, num_exits
+from msdnet_tf.evaluate_model import predict_probabilities
+from msdnet_tf.presets import build_preset
+
+K = 3  # exits of the `testing` preset
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).normal(size=(96, 16, 16, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def probs(testing_model, images):
+    """The simulated evaluation's input: every exit's probabilities, as the project computes
+    them for a run (`predict_probabilities`: the full model, batches of 32)."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), "int32")))
+    return predict_probabilities(testing_model, dataset.batch(32))[0]
+
+
+@pytest.fixture(scope="module")
+def engine(testing_model):
+    return EarlyExitClassifier(testing_model, count_blocks=True)
+
+
+def _chain(stages, x):
+    features, logits = [x], []
+    for stage in stages:
+        *features, out = stage(features, training=False)
+        logits.append(np.asarray(out))
+    return logits
+
+
+def _simulated(probs, thresholds):
+    """The reference's rule on all-exit outputs: exit, class and probability per sample."""
+    exit_index = evaluation.exit_indices(probs, thresholds)
+    at_exit = probs[exit_index, np.arange(probs.shape[1])]
+    return exit_index, at_exit.argmax(-1), at_exit.max(-1)
+
+
+def _assert_engine_equals_simulated(out, probs, thresholds):
+    exit_index, class_id, probability = _simulated(probs, thresholds)
+    np.testing.assert_array_equal(out["exit_index"], exit_index)
+    np.testing.assert_array_equal(out["class_id"], class_id)
+    np.testing.assert_array_equal(out["probability"], probability)
+    assert out["exit_index"].dtype == np.int64 and out["class_id"].dtype == np.int64
+
+
+def test_chained_stages_equal_the_model(testing_model, images):
+    stages = block_stages(testing_model)
+    assert [s.name for s in stages] == ["stage1", "stage2", "stage3"]
+    for got, want in zip(_chain(stages, images), testing_model(images, training=False)):
+        np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+
+
+def test_each_stage_holds_only_its_block_and_exit(testing_model):
+    for b, stage in enumerate(block_stages(testing_model), start=1):
+        owners = {layer.name.split("_")[0] for layer in stage.layers if layer.weights}
+        assert owners == {f"block{b}", f"exit{b}"}
+        assert stage.get_layer(f"exit{b}_logits") is testing_model.get_layer(f"exit{b}_logits")
+
+
+def test_stages_share_the_weights_of_the_model(images):
+    model = build_preset("testing")
+    stages = block_stages(model)
+    before = _chain(stages, images)
+    kernel = model.get_layer("block1_stem_scale0_conv").kernel
+    kernel.assign(kernel.numpy() * 1.5)
+    bias = model.get_layer("exit3_logits").bias
+    bias.assign(bias.numpy() + 1.0)
+    after = _chain(stages, images)
+    for k in range(K):
+        assert np.abs(after[k] - before[k]).max() > 1e-3
+        np.testing.assert_allclose(after[k], np.asarray(model(images)[k]), atol=1e-5)
+
+
+def _budgeted(probs, p):
+    return evaluation.budgeted_thresholds(probs, p)
+
+
+THRESHOLD_CASES = {
+    # Thresholds equal to sample confidences (the budgeted rule on the same samples): any
+    # difference in the last bit of a confidence would move a sample.
+    "budgeted p=10": lambda probs: _budgeted(probs, 10),
+    "budgeted p=20": lambda probs: _budgeted(probs, 20),
+    "budgeted p=30": lambda probs: _budgeted(probs, 30),
+    "nobody exits early": lambda probs: [np.inf, np.inf, np.inf],
+    "all exit at 1": lambda probs: [-np.inf, 0.5, 0.5],
+    "all exit at 2": lambda probs: [np.inf, 0.0, np.inf],
+    "K-1 values": lambda probs: _budgeted(probs, 20)[:-1],
+    # Just above sample confidences, below the next float32: float64 says "stay", and so must
+    # the engine (rounding to the nearest float32 would let those samples leave).
+    "float64 just above confidences": lambda probs: np.nextafter(_budgeted(probs, 20), 1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(THRESHOLD_CASES))
+def test_engine_equals_the_simulated_budgeted_evaluation(engine, images, probs, case):
+    thresholds = np.asarray(THRESHOLD_CASES[case](probs), np.float64)
+    out = engine(images, thresholds)
+    full = np.append(thresholds, -np.inf) if len(thresholds) == K - 1 else thresholds
+    _assert_engine_equals_simulated(out, probs, full)
+
+
+def test_budgeted_thresholds_send_samples_to_every_exit(engine, images, probs):
+    out = engine(images, _budgeted(probs, 20))
+    assert np.bincount(out["exit_index"], minlength=K).tolist() == [32, 32, 32]
+
+
+def test_batch_of_one_and_chunks(engine, images, probs):
+    thresholds = _budgeted(probs, 20)
+    for i in (0, 1, 50):
+        _assert_engine_equals_simulated(engine(images[i : i + 1], thresholds), probs[:, i : i + 1],
+                                        thresholds)  # fmt: skip
+    _assert_engine_equals_simulated(engine(images, thresholds, batch_size=7), probs, thresholds)
+
+
+def test_one_trace_for_every_batch_size_and_threshold(testing_model, images):
+    engine = EarlyExitClassifier(testing_model, [0.5, 0.5])
+    for n in (1, 5, 96, 0):
+        engine(images[:n])
+    engine(images[:3], [0.1, 0.9, 0.0])
+    assert engine.function.experimental_get_tracing_count() == 1
+
+
+def _runs_of(engine, images, thresholds):
+    engine.block_runs.assign(tf.zeros([K], tf.int64))
+    engine(images, thresholds)
+    return engine.block_runs.numpy().tolist()
+
+
+def test_blocks_nobody_reaches_are_not_run(engine, images, probs):
+    assert _runs_of(engine, images, [-np.inf, 0.0]) == [1, 0, 0]  # all leave at exit 1
+    assert _runs_of(engine, images, [np.inf, -np.inf]) == [1, 1, 0]  # all leave at exit 2
+    assert _runs_of(engine, images, [np.inf, np.inf]) == [1, 1, 1]
+    assert _runs_of(engine, images, _budgeted(probs, 20)) == [1, 1, 1]
+    assert _runs_of(engine, images[:0], [0.5, 0.5]) == [0, 0, 0]  # empty batch
+    one = images[:1]
+    conf = probs[0, 0].max()
+    assert _runs_of(engine, one, [conf, np.inf]) == [1, 0, 0]
+    assert _runs_of(engine, one, [np.nextafter(conf, 1.0), np.inf]) == [1, 1, 1]
+
+
+def test_engine_on_a_model_reloaded_from_keras(testing_model, images, probs, tmp_path):
+    import keras
+
+    path = str(tmp_path / "model.keras")
+    testing_model.save(path)
+    thresholds = _budgeted(probs, 20)
+    out = EarlyExitClassifier(keras.saving.load_model(path), thresholds)(images)
+    _assert_engine_equals_simulated(out, probs, thresholds)
+
+
+BAD_THRESHOLDS = [
+    ([0.5], r"1-D array of 3 values .* or 2 .*Received: shape \(1,\)"),
+    ([0.5, 0.5, 0.5, 0.5], r"Received: shape \(4,\), thresholds=\[0.5, 0.5, 0.5, 0.5\]"),
+    ([[0.5, 0.5, 0.5]], r"1-D array.*Received: shape \(1, 3\)"),
+    (0.5, r"1-D array.*Received: shape \(\)"),
+    ([0.5, np.nan, 0.1], r"must not contain NaN. Received: \[0.5, nan, 0.1\]"),
+    (["high", "low"], r"must be numbers.*Received: \['high', 'low'\]"),
+]
+
+
+@pytest.mark.parametrize("thresholds,message", BAD_THRESHOLDS)
+def test_bad_thresholds_are_rejected(engine, images, thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        check_thresholds(thresholds, K)
+    with pytest.raises(ValueError, match=message):
+        engine(images[:2], thresholds)
+    with pytest.raises(ValueError, match=message):
+        EarlyExitClassifier(engine.model, thresholds)
+
+
+def test_nan_thresholds_are_rejected_in_graph_mode(engine, images):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must not contain NaN"):
+        engine.function(tf.constant(images[:2]), tf.constant([0.5, np.nan, 0.0]))
+
+
+def test_bad_calls_are_rejected(testing_model, images):
+    with pytest.raises(ValueError, match="No thresholds.*Received: thresholds=None"):
+        EarlyExitClassifier(testing_model)(images)
+    with pytest.raises(ValueError, match=r"shape \(N, 16, 16, 3\). Received: shape \(2, 8, 8, 3\)"):
+        EarlyExitClassifier(testing_model, [0.5, 0.5])(images[:2, :8, :8])
+
+
+def test_thresholds_are_rounded_up_to_float32():
+    below_half = float(np.nextafter(np.float32(0.5), np.float32(0.0)))
+    t = check_thresholds([below_half + 1e-12, 0.25, -1e300], K)
+    assert t.dtype == np.float32
+    assert t.tolist() == [0.5, 0.25, float(np.finfo(np.float32).min)]
+
+
+def test_num_exits_needs_an_msdnet():
+    import keras
+
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
+    with pytest.raises(ValueError, match="exit1_logits.*Received: a model named 'plain'"):
+        num_exits(plain)
