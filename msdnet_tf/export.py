@@ -1,206 +1,233 @@
-"""Serving MSD-Net: block-wise stages, a real early-exit engine and SavedModel export.
+"""Shipping MSD-Net: SavedModel with anytime and early-exit signatures, `.keras`, TFLite.
 
-The reference evaluates every exit on every sample and only simulates the budget (its issue #13);
-`EarlyExitClassifier` really stops: it runs the network block by block, and after block k the
-samples whose exit-k confidence (max softmax) reaches the threshold T_k leave the batch; only the
-remaining samples are gathered and sent through block k+1, and a block nobody reaches is not run.
-Its decisions are those of `msdnet_tf.evaluation.exit_indices` (first k with conf_k >= T_k; the
-last exit takes everyone left).
+`export_saved_model` writes a SavedModel (a `tf.Module` holding the model) with the signatures
 
-`export_saved_model` writes a SavedModel with two signatures:
+* ``serving_default(images)`` -> ``exit1_probs`` ... ``exitK_probs``: softmax of every exit,
+  float32 ``[N, classes]`` each (the anytime model);
+* ``early_exit(images, thresholds)`` -> ``class_id`` (int64), ``probability`` (float32) and
+  ``exit_index`` (int64, 0-based) per image, computed by the real early-exit engine
+  (`msdnet_tf.early_exit.EarlyExitClassifier`): blocks nobody reaches are not run;
+* ``early_exit_default(images)``, only when thresholds are given at export: the same with those
+  thresholds, which are also stored in the SavedModel as the variable ``thresholds``.
 
-* ``serving_default(images)`` -> ``exit1_probs`` ... ``exitK_probs``;
-* ``early_exit(images, thresholds)`` -> ``class_id``, ``probability``, ``exit_index`` (0-based),
-  computed by the early-exit engine.
+``images`` is float32 ``[None, H, W, C]`` (normalised, as the model's input); ``thresholds`` is
+float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reload with
+``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
+
+`to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
+flatbuffer. TFLite has no data-dependent early exit: the engine's `tf.cond` and gathers stay a
+TensorFlow feature.
+
+Example:
+    >>> export_model(model, "export", thresholds=thresholds, tflite=True)
+    {'saved_model': 'export/saved_model', 'keras': 'export/model.keras', ...}
 """
 
 from __future__ import annotations
+
+import json
+import os
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf.model import block_output_layer_names
+from msdnet_tf.early_exit import (
+    EarlyExitClassifier,
+    block_stages,
+    check_thresholds,
+    num_exits,
+)
 
 __all__ = [
+    # Re-exported from msdnet_tf.early_exit, where they live.
     "EarlyExitClassifier",
     "block_stages",
     "check_thresholds",
+    "export_model",
     "export_saved_model",
+    "run_thresholds",
     "tflite_probabilities",
     "to_tflite",
 ]
 
-
-def _exit_count(model) -> int:
-    return sum(1 for layer in model.layers if layer.name.endswith("_logits"))
+SIGNATURES = ("serving_default", "early_exit", "early_exit_default")
 
 
-def block_stages(model: keras.Model) -> list[keras.Model]:
-    """One model per block, sharing the layers (and weights) of `model`.
+class _Serving(tf.Module):
+    """What the SavedModel holds: the model's variables and the graph functions.
 
-    Stage b maps block b-1's outputs (every remaining scale, finest first; the image for b = 1)
-    to ``[*block b's outputs, exit b's logits]``. Chained, the stages compute `model` exactly.
+    The Keras model itself is not tracked (only reached through the functions' closures): the
+    SavedModel then holds plain variables and graphs, and saves about twice as fast.
     """
-    stages = []
-    inputs = [model.input]
-    for block in range(1, _exit_count(model) + 1):
-        outputs = [model.get_layer(n).output for n in block_output_layer_names(model, block)]
-        logits = model.get_layer(f"exit{block}_logits").output
-        stages.append(keras.Model(inputs, [*outputs, logits], name=f"stage{block}"))
-        inputs = outputs
-    return stages
+
+    def __init__(self, model: keras.Model, thresholds=None):
+        super().__init__(name="msdnet")
+        self.model_variables = [v.value for v in model.variables]
+        engine = EarlyExitClassifier(model)
+        images = tf.TensorSpec([None, *engine.image_shape], tf.float32, name="images")
+
+        def probabilities(images):
+            logits = model(images, training=False)
+            return {
+                f"exit{k}_probs": tf.nn.softmax(tf.cast(x, tf.float32))
+                for k, x in enumerate(logits, start=1)
+            }
+
+        self.serving_default = tf.function(probabilities, input_signature=[images], autograph=False)
+        self.early_exit = engine.function
+        self.thresholds = None
+        if thresholds is not None:
+            values = check_thresholds(thresholds, engine.num_exits)
+            self.thresholds = tf.Variable(values, trainable=False, name="thresholds")
+            self.early_exit_default = tf.function(
+                lambda images: engine.function(images, self.thresholds),
+                input_signature=[images],
+                autograph=False,
+            )
+
+    def signatures(self) -> dict:
+        functions = {"serving_default": self.serving_default, "early_exit": self.early_exit}
+        if self.thresholds is not None:
+            functions["early_exit_default"] = self.early_exit_default
+        return {name: fn.get_concrete_function() for name, fn in functions.items()}
 
 
-def check_thresholds(thresholds, n_exits: int) -> np.ndarray:
-    """K thresholds (or K-1; the last exit takes everyone left), float32, no NaN."""
-    t = np.asarray(thresholds, dtype=np.float64)
-    if t.ndim != 1 or t.shape[0] not in (n_exits, n_exits - 1):
-        raise ValueError(
-            f"`thresholds` must be a 1-D array of {n_exits} (or {n_exits - 1}) values, one per "
-            f"exit. Received: shape {t.shape}"
-        )
-    if np.isnan(t).any():
-        raise ValueError(f"`thresholds` must not contain NaN. Received: {t.tolist()}")
-    if t.shape[0] == n_exits - 1:
-        t = np.append(t, -np.inf)
-    return t.astype(np.float32)
-
-
-class EarlyExitClassifier:
-    """Anytime inference that really exits early, batched and in graph mode.
+def export_saved_model(model: keras.Model, path: str, thresholds=None) -> str:
+    """Writes `model` as a SavedModel with anytime and early-exit signatures.
 
     Args:
-        model: an MSD-Net from `msdnet_tf.build_msdnet` (or loaded from `.keras`).
-        thresholds: default per-exit confidence thresholds T_1..T_K (or K-1 values), e.g. from
-            `msdnet_tf.evaluation.budgeted_thresholds`; can be overridden per call.
-        count_blocks: keep `block_runs`, how many times each block actually ran.
+        model: an MSD-Net (`msdnet_tf.build_msdnet`, or loaded from `.keras`).
+        path: the SavedModel folder to write.
+        thresholds: optional default thresholds (K or K-1 values, see
+            `msdnet_tf.early_exit.check_thresholds`): stored as the variable ``thresholds`` and
+            served by the ``early_exit_default(images)`` signature.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: bad thresholds, or not an MSD-Net.
 
     Example:
-        >>> engine = EarlyExitClassifier(model, thresholds)
-        >>> out = engine(images)    # {"class_id", "probability", "exit_index"} per sample
+        >>> export_saved_model(model, "export/saved_model", thresholds=[0.9, 0.8, 0.7, 0.6])
+        >>> loaded = tf.saved_model.load("export/saved_model")
+        >>> loaded.signatures["early_exit"](images=x, thresholds=tf.constant([...], tf.float32))
     """
-
-    def __init__(self, model: keras.Model, thresholds=None, count_blocks: bool = False):
-        self.model = model
-        self.stages = block_stages(model)
-        self.n_exits = len(self.stages)
-        self.thresholds = None if thresholds is None else check_thresholds(
-            thresholds, self.n_exits
-        )  # fmt: skip
-        shape = [None, *model.input.shape[1:]]
-        self._run = tf.function(
-            self.run_graph,
-            input_signature=[
-                tf.TensorSpec(shape, tf.float32, name="images"),
-                tf.TensorSpec([self.n_exits], tf.float32, name="thresholds"),
-            ],
-        )
-        # How often each block actually ran (for tests and monitoring), when asked for.
-        self.block_runs = tf.Variable(tf.zeros([self.n_exits], tf.int64)) if count_blocks else None
-
-    def __call__(self, images, thresholds=None) -> dict[str, np.ndarray]:
-        t = self.thresholds if thresholds is None else check_thresholds(thresholds, self.n_exits)
-        if t is None:
-            raise ValueError("No thresholds: pass them to the constructor or to the call.")
-        out = self._run(tf.convert_to_tensor(images, tf.float32), tf.constant(t))
-        return {key: value.numpy() for key, value in out.items()}
-
-    def _empty_like(self, stage):
-        return [tf.zeros([0, *o.shape[1:]], o.dtype) for o in stage.outputs[:-1]]
-
-    def run_graph(self, images, thresholds):
-        """The engine as a graph function: (images, thresholds) -> per-sample results."""
-        n = tf.shape(images)[0]
-        index = tf.range(n)
-        features = [images]
-        class_id = tf.zeros([n], tf.int64)
-        probability = tf.zeros([n], tf.float32)
-        exit_index = tf.fill([n], tf.constant(self.n_exits - 1, tf.int32))
-        for k, stage in enumerate(self.stages):
-            last = k == self.n_exits - 1
-
-            def compute(stage=stage, features=features, index=index, k=k, last=last):
-                if self.block_runs is not None:
-                    self.block_runs.scatter_nd_add([[k]], tf.constant([1], tf.int64))
-                outputs = stage(features if len(features) > 1 else features[0], training=False)
-                probs = tf.nn.softmax(tf.cast(outputs[-1], tf.float32))
-                confidence = tf.reduce_max(probs, axis=-1)
-                done = tf.ones_like(confidence, tf.bool) if last else confidence >= thresholds[k]
-                keep = tf.logical_not(done)
-                rest = [tf.boolean_mask(o, keep) for o in outputs[:-1]]
-                return (rest, tf.boolean_mask(index, keep), tf.boolean_mask(index, done),
-                        tf.boolean_mask(tf.argmax(probs, -1), done),
-                        tf.boolean_mask(confidence, done))  # fmt: skip
-
-            def skip(stage=stage, index=index):
-                none = tf.zeros([0], tf.int32)
-                return (self._empty_like(stage), index, none, tf.zeros([0], tf.int64),
-                        tf.zeros([0], tf.float32))  # fmt: skip
-
-            features, index, done_index, done_class, done_prob = tf.cond(
-                tf.size(index) > 0, compute, skip
-            )
-            where = done_index[:, None]
-            class_id = tf.tensor_scatter_nd_update(class_id, where, done_class)
-            probability = tf.tensor_scatter_nd_update(probability, where, done_prob)
-            exit_index = tf.tensor_scatter_nd_update(
-                exit_index, where, tf.fill(tf.shape(done_index), tf.constant(k, tf.int32))
-            )
-        return {"class_id": class_id, "probability": probability, "exit_index": exit_index}
-
-
-def export_saved_model(model: keras.Model, path: str) -> str:
-    """Write a SavedModel with ``serving_default`` and ``early_exit`` signatures.
-
-    Reload with ``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists
-    the signatures.
-    """
-    engine = EarlyExitClassifier(model)
-    n_exits = engine.n_exits
-    shape = [None, *model.input.shape[1:]]
-
-    def serve(images):
-        outputs = model(images, training=False)
-        return {
-            f"exit{k + 1}_probs": tf.nn.softmax(tf.cast(o, tf.float32))
-            for k, o in enumerate(outputs)
-        }
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for stage in engine.stages:
-        archive.track(stage)
-    archive.add_endpoint(
-        "serving_default", serve, input_signature=[tf.TensorSpec(shape, tf.float32, "images")]
-    )
-    archive.add_endpoint(
-        "early_exit",
-        engine.run_graph,
-        input_signature=[
-            tf.TensorSpec(shape, tf.float32, "images"),
-            tf.TensorSpec([n_exits], tf.float32, "thresholds"),
-        ],
-    )
-    archive.write_out(path, verbose=False)
+    module = _Serving(model, thresholds)
+    tf.saved_model.save(module, path, signatures=module.signatures())
     return path
 
 
-def to_tflite(model: keras.Model) -> bytes:
-    """The anytime model as a float32 TFLite flatbuffer with a ``serving_default`` signature
-    (input ``images``, outputs ``exit{k}_probs``), converted from the exported SavedModel."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        export_saved_model(model, folder)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            folder, signature_keys=["serving_default"]
+def _lite():
+    lite = getattr(tf, "lite", None)
+    if lite is None or not hasattr(lite, "TFLiteConverter"):
+        raise RuntimeError(
+            "TFLite conversion needs `tf.lite.TFLiteConverter`, which this TensorFlow build "
+            f"does not have. Received: tensorflow {tf.__version__}"
         )
-        return converter.convert()
+    return lite
+
+
+def to_tflite(model: keras.Model) -> bytes:
+    """Converts the anytime model to a float32 TFLite flatbuffer.
+
+    The flatbuffer has one signature, ``serving_default``: input ``images`` (float32, the batch
+    size can be resized), outputs ``exit1_probs`` ... ``exitK_probs``, as the SavedModel's.
+
+    Raises:
+        RuntimeError: this TensorFlow build has no `tf.lite`.
+    """
+    lite = _lite()
+    module = _Serving(model)
+    function = module.serving_default.get_concrete_function()
+    converter = lite.TFLiteConverter.from_concrete_functions([function], module)
+    converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def _interpreter(content: bytes):
+    """A TFLite interpreter: LiteRT's when installed, else TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        lite = _lite()
+        with warnings.catch_warnings():
+            # tf.lite.Interpreter warns that it moves to LiteRT (ai_edge_litert), which is not
+            # a dependency; it still works in this TensorFlow.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return lite.Interpreter(model_content=content)
+    return Interpreter(model_content=content)
 
 
 def tflite_probabilities(content: bytes, images) -> np.ndarray:
-    """Run a `to_tflite` flatbuffer: (K, N, C) probabilities of every exit."""
-    runner = tf.lite.Interpreter(model_content=content).get_signature_runner("serving_default")
-    out = runner(images=np.asarray(images, np.float32))
-    return np.stack([out[k] for k in sorted(out, key=lambda name: int(name[4:-6]))])
+    """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
+
+    Raises:
+        RuntimeError: this TensorFlow build has no `tf.lite`.
+    """
+    runner = _interpreter(content).get_signature_runner("serving_default")
+    outputs = runner(images=np.asarray(images, np.float32))
+    names = sorted(outputs, key=lambda name: int(name[len("exit") : -len("_probs")]))
+    return np.stack([outputs[name] for name in names])
+
+
+def run_thresholds(workdir: str, p) -> np.ndarray:
+    """Thresholds of budget level `p` (q = p / 20) from a run's ``budgeted.json``.
+
+    Raises:
+        FileNotFoundError: the run has no ``budgeted.json``.
+        ValueError: `p` is not one of its budget levels.
+    """
+    from msdnet_tf.evaluation import read_budgeted_json
+
+    path = os.path.join(workdir, "budgeted.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No budgeted evaluation in the run folder. Received: {path} (missing)"
+        )
+    records = {float(r["p"]): r for r in read_budgeted_json(path)["records"]}
+    if float(p) not in records:
+        raise ValueError(
+            f"`p` must be a budget level of {path}: {sorted(records)}. Received: p={p}"
+        )
+    return records[float(p)]["thresholds"]
+
+
+def _write_thresholds(path: str, thresholds: np.ndarray) -> None:
+    # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
+    values = [float(t) if np.isfinite(t) else str(float(t)) for t in thresholds]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"thresholds": values}, f, indent=2)
+
+
+def export_model(model: keras.Model, out_dir: str, thresholds=None, tflite: bool = False) -> dict:
+    """Writes every export format of `model` into `out_dir`.
+
+    Files: ``saved_model/`` (`export_saved_model`), ``model.keras``, ``thresholds.json`` (when
+    thresholds are given: float32-exact values, ``"inf"`` / ``"-inf"`` strings) and
+    ``model.tflite`` (when `tflite`).
+
+    Args:
+        model: an MSD-Net.
+        out_dir: output folder (created).
+        thresholds: optional default early-exit thresholds (K or K-1 values).
+        tflite: also convert to TFLite.
+
+    Returns:
+        A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``) to path.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"saved_model": os.path.join(out_dir, "saved_model")}
+    export_saved_model(model, paths["saved_model"], thresholds)
+    paths["keras"] = os.path.join(out_dir, "model.keras")
+    model.save(paths["keras"])
+    if thresholds is not None:
+        paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
+        _write_thresholds(paths["thresholds"], check_thresholds(thresholds, num_exits(model)))
+    if tflite:
+        paths["tflite"] = os.path.join(out_dir, "model.tflite")
+        with open(paths["tflite"], "wb") as f:
+            f.write(to_tflite(model))
+    return paths

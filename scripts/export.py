@@ -1,53 +1,52 @@
 """Export a trained MSD-Net: SavedModel (anytime + early-exit signatures), .keras, TFLite.
 
-    python scripts/export.py --workdir runs/digits_demo --out runs/digits_demo/export
+    python scripts/export.py --workdir runs/digits_demo --out runs/digits_demo/export --p 20 \
+        --tflite
     saved_model_cli show --all --dir runs/digits_demo/export/saved_model
 
-`early_exit` takes per-exit thresholds; `--p` picks them from the run's budgeted evaluation
-(`budgeted.json`, q = p / 20) and writes them to `thresholds.json` beside the SavedModel.
+`--workdir` reads the run's ``model.keras``; with `--p`, the thresholds of that budget level of
+the run's ``budgeted.json`` (q = p / 20) become the SavedModel's default thresholds (signature
+``early_exit_default``) and are written to ``thresholds.json``. `--model` exports any ``.keras``
+MSD-Net instead (then `--thresholds` can give K or K-1 values).
 """
 
-import json
 import os
 
 import keras
 from absl import app, flags
 
-from msdnet_tf.export import export_saved_model
+from msdnet_tf.export import export_model, run_thresholds
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (model.keras).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (its model.keras).")
 _MODEL = flags.DEFINE_string("model", None, "A .keras model, instead of --workdir.")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
-_P = flags.DEFINE_integer("p", 20, "Budget level of the run's budgeted.json (q = p / 20).")
-_TFLITE = flags.DEFINE_bool("tflite", False, "Also write model.tflite (all exits).")
+_P = flags.DEFINE_float("p", None, "Budget level of the run's budgeted.json (q = p / 20).")
+_THRESHOLDS = flags.DEFINE_list("thresholds", None, "Default thresholds (K or K-1 numbers).")
+_TFLITE = flags.DEFINE_bool("tflite", False, "Also write model.tflite (every exit).")
 flags.mark_flag_as_required("out")
 
 
 def main(argv):
     del argv
-    path = _MODEL.value or (os.path.join(_WORKDIR.value, "model.keras") if _WORKDIR.value else None)
-    if path is None or not os.path.exists(path):
-        raise FileNotFoundError(f"No model at {path}: give --workdir of a run or --model.")
+    if bool(_WORKDIR.value) == bool(_MODEL.value):
+        raise app.UsageError(
+            "Give exactly one of --workdir and --model. "
+            f"Received: --workdir={_WORKDIR.value} --model={_MODEL.value}"
+        )
+    path = _MODEL.value or os.path.join(_WORKDIR.value, "model.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model to export. Received: {path} (missing)")
+    thresholds = None
+    if _THRESHOLDS.value:
+        thresholds = [float(t) for t in _THRESHOLDS.value]
+    elif _P.value is not None:
+        if not _WORKDIR.value:
+            raise app.UsageError(f"--p needs --workdir. Received: --p={_P.value}")
+        thresholds = run_thresholds(_WORKDIR.value, _P.value)
     model = keras.saving.load_model(path)
-    os.makedirs(_OUT.value, exist_ok=True)
-    export_saved_model(model, os.path.join(_OUT.value, "saved_model"))
-    model.save(os.path.join(_OUT.value, "model.keras"))
-    budgeted = os.path.join(_WORKDIR.value or "", "budgeted.json")
-    if _WORKDIR.value and os.path.exists(budgeted):
-        from msdnet_tf.evaluation import read_budgeted_json
-
-        records = {r["p"]: r for r in read_budgeted_json(budgeted)["records"]}
-        if _P.value not in records:
-            raise ValueError(f"--p must be one of {sorted(records)}. Received: {_P.value}")
-        thresholds = [float(t) for t in records[_P.value]["thresholds"]]
-        with open(os.path.join(_OUT.value, "thresholds.json"), "w") as f:
-            json.dump({"p": _P.value, "thresholds": [str(t) for t in thresholds]}, f, indent=2)
-    if _TFLITE.value:
-        from msdnet_tf.export import to_tflite
-
-        with open(os.path.join(_OUT.value, "model.tflite"), "wb") as f:
-            f.write(to_tflite(model))
-    print(f"Exported to {_OUT.value}")
+    paths = export_model(model, _OUT.value, thresholds=thresholds, tflite=_TFLITE.value)
+    for name, written in paths.items():
+        print(f"{name}: {written}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stages, the real early-exit engine, SavedModel export and reload, TFLite."""
+"""SavedModel export (reloaded in a fresh process), `.keras`, TFLite and the export script."""
 
 import json
 import os
@@ -11,144 +11,243 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
+from msdnet_tf.early_exit import EarlyExitClassifier
 from msdnet_tf.export import (
-    EarlyExitClassifier,
-    block_stages,
-    check_thresholds,
+    export_model,
     export_saved_model,
+    run_thresholds,
     tflite_probabilities,
     to_tflite,
 )
 from msdnet_tf.presets import build_preset
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# Runs in a fresh Python: loads the SavedModel with TensorFlow alone (no msdnet_tf, no Keras
+# model), calls every signature and writes the outputs and the signatures' structure.
+RELOAD = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+path, inputs, outputs = sys.argv[1:]
+loaded = tf.saved_model.load(path)
+data = np.load(inputs)
+x = tf.constant(data["images"])
+results, structure = {}, {}
+for name, fn in loaded.signatures.items():
+    kwargs = {"images": x}
+    if "thresholds" in fn.structured_input_signature[1]:
+        kwargs["thresholds"] = tf.constant(data["thresholds"])
+    for key, value in fn(**kwargs).items():
+        results[f"{name}/{key}"] = value.numpy()
+    structure[name] = {
+        "inputs": {k: [s.shape.as_list(), s.dtype.name]
+                   for k, s in fn.structured_input_signature[1].items()},
+        "outputs": {k: [s.shape.as_list(), s.dtype.name] for k, s in fn.structured_outputs.items()},
+        "ops": sorted({node.op for f in fn.graph.as_graph_def().library.function
+                       for node in f.node_def}),
+    }
+structure["thresholds_variable"] = loaded.thresholds.numpy().tolist()
+np.savez(outputs, **results)
+print(json.dumps(structure))
+"""
+
+
+def _start(args):
+    return subprocess.Popen(
+        args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def _saved_model_cli():
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    return cli if os.path.exists(cli) else shutil.which("saved_model_cli")
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_preset("testing")
+def images():
+    return np.random.default_rng(1).normal(size=(40, 16, 16, 3)).astype("float32")
 
 
 @pytest.fixture(scope="module")
-def batch():
-    return np.random.default_rng(0).normal(size=(48, 16, 16, 3)).astype("float32")
+def thresholds(testing_model, images):
+    """(per-call thresholds, K values; default thresholds, K-1 values): from the budgeted rule
+    on these very images, so every exit takes some and ties with confidences are exact."""
+    probs = np.stack(_probs(testing_model, images))
+    return evaluation.budgeted_thresholds(probs, 20), evaluation.budgeted_thresholds(probs, 8)[:-1]
+
+
+@pytest.fixture(scope="module")
+def exported(testing_model, thresholds, tmp_path_factory):
+    """`export_model` files (SavedModel with default thresholds, .keras, thresholds.json)."""
+    return export_model(testing_model, str(tmp_path_factory.mktemp("export")), thresholds[1])
+
+
+@pytest.fixture(scope="module")
+def reloaded(exported, images, thresholds, tmp_path_factory):
+    """(outputs, structure) of every signature, from a fresh process; `saved_model_cli show`
+    output, run at the same time in another process."""
+    folder = tmp_path_factory.mktemp("reload")
+    np.savez(folder / "in.npz", images=images, thresholds=thresholds[0].astype("float32"))
+    path = exported["saved_model"]
+    reload = _start([sys.executable, "-c", RELOAD, path, str(folder / "in.npz"),
+                     str(folder / "out.npz")])  # fmt: skip
+    cli = _saved_model_cli()
+    show = _start([cli, "show", "--all", "--dir", path]) if cli else None
+    stdout = _finish(reload)
+    outputs, structure = dict(np.load(folder / "out.npz")), json.loads(stdout.splitlines()[-1])
+    return outputs, structure, _finish(show) if show else None
 
 
 def _probs(model, x):
-    return np.stack([evaluation.softmax(np.asarray(o)) for o in model(x, training=False)])
+    return [tf.nn.softmax(o).numpy() for o in model(x, training=False)]
 
 
-def test_chained_stages_equal_the_model_and_share_its_weights(model, batch):
-    stages = block_stages(model)
-    features, logits = [batch], []
-    for stage in stages:
-        out = stage(features if len(features) > 1 else features[0], training=False)
-        features, logits = out[:-1], logits + [out[-1]]
-    for a, b in zip(logits, model(batch, training=False)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-    assert stages[1].get_layer("exit2_logits") is model.get_layer("exit2_logits")
+def test_serving_default_equals_the_keras_model(testing_model, images, reloaded):
+    outputs, _, _ = reloaded
+    for k, probs in enumerate(_probs(testing_model, images), start=1):
+        np.testing.assert_array_equal(outputs[f"serving_default/exit{k}_probs"], probs)
 
 
-def _thresholds(probs, fractions):
-    """Thresholds from a calibration batch so that about `fractions` exit at exits 1..K-1."""
-    conf = probs.max(-1)
-    return [float(np.quantile(conf[k], 1 - f)) for k, f in enumerate(fractions)] + [-np.inf]
+def test_early_exit_signatures_equal_the_engine(testing_model, images, thresholds, reloaded):
+    outputs, _, _ = reloaded
+    probs = np.stack(_probs(testing_model, images))
+    engine = EarlyExitClassifier(testing_model)
+    for name, values in zip(("early_exit", "early_exit_default"), thresholds):
+        want = engine(images, values)
+        for key in ("class_id", "probability", "exit_index"):
+            np.testing.assert_array_equal(outputs[f"{name}/{key}"], want[key])
+        full = np.append(values, -np.inf) if len(values) == 2 else values
+        np.testing.assert_array_equal(want["exit_index"], evaluation.exit_indices(probs, full))
+        assert len(set(want["exit_index"].tolist())) == 3  # every exit takes some images
 
 
-@pytest.mark.parametrize("fractions", [(0.4, 0.3), (0.0, 0.5), (1.0, 0.0), (0.1, 0.9)])
-def test_engine_equals_the_simulated_budgeted_evaluation(model, batch, fractions):
-    calibration = _probs(model, np.random.default_rng(1).normal(size=(64, 16, 16, 3)))
-    thresholds = _thresholds(calibration, fractions)
-    if fractions[0] == 0.0:
-        thresholds[0] = np.inf  # nobody exits at exit 1
-    probs = _probs(model, batch)
-    expected_exit = evaluation.exit_indices(probs, np.asarray(thresholds))
-    out = EarlyExitClassifier(model, thresholds)(batch)
-    np.testing.assert_array_equal(out["exit_index"], expected_exit)
-    at_exit = probs[expected_exit, np.arange(len(batch))]
-    np.testing.assert_array_equal(out["class_id"], at_exit.argmax(-1))
-    np.testing.assert_allclose(out["probability"], at_exit.max(-1), atol=1e-6)
-
-
-def test_blocks_nobody_reaches_are_not_run(model, batch):
-    engine = EarlyExitClassifier(model, [0.0, 0.0, -np.inf], count_blocks=True)
-    out = engine(batch)  # everybody exits at exit 1
-    assert (out["exit_index"] == 0).all()
-    assert engine.block_runs.numpy().tolist() == [1, 0, 0]
-    engine(batch[:1], thresholds=[np.inf, np.inf])  # K-1 values: the last exit takes all
-    assert engine.block_runs.numpy().tolist() == [2, 1, 1]
-
-
-@pytest.mark.parametrize(
-    "thresholds,message",
-    [
-        ([0.5], r"1-D array of 3 \(or 2\) values.*shape \(1,\)"),
-        ([[0.5, 0.5, 0.5]], r"1-D array.*shape \(1, 3\)"),
-        ([0.5, np.nan, 0.1], r"must not contain NaN"),
-    ],
-)
-def test_bad_thresholds_are_rejected(thresholds, message):
-    with pytest.raises(ValueError, match=message):
-        check_thresholds(thresholds, 3)
-
-
-def test_saved_model_reloads_in_a_fresh_process_with_identical_outputs(model, batch, tmp_path):
-    path = str(tmp_path / "saved_model")
-    export_saved_model(model, path)
-    thresholds = np.array([0.2, 0.2, -1.0], np.float32)  # -1: the last exit takes all
-    np.save(tmp_path / "x.npy", batch)
-    script = f"""
-import json, numpy as np, tensorflow as tf
-loaded = tf.saved_model.load({path!r})
-x = tf.constant(np.load({str(tmp_path / "x.npy")!r}))
-sig = loaded.signatures
-out = {{k: v.numpy() for k, v in sig["serving_default"](images=x).items()}}
-early = {{k: v.numpy() for k, v in sig["early_exit"](images=x,
-         thresholds=tf.constant({thresholds.tolist()!r}, tf.float32)).items()}}
-np.savez({str(tmp_path / "out.npz")!r}, **out, **{{"early_" + k: v for k, v in early.items()}})
-print(json.dumps({{name: [str(s) for s in f.structured_outputs] if isinstance(
-    f.structured_outputs, list) else sorted(f.structured_outputs) for name, f in sig.items()}}))
-"""
-    result = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    signatures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert signatures == {
-        "serving_default": ["exit1_probs", "exit2_probs", "exit3_probs"],
-        "early_exit": ["class_id", "exit_index", "probability"],
+def test_signature_names_shapes_and_dtypes(reloaded, thresholds):
+    _, structure, _ = reloaded
+    images = {"images": [[None, 16, 16, 3], "float32"]}
+    per_sample = {
+        "class_id": [[None], "int64"],
+        "probability": [[None], "float32"],
+        "exit_index": [[None], "int64"],
     }
-    out = np.load(tmp_path / "out.npz")
-    probs = [tf.nn.softmax(o).numpy() for o in model(batch, training=False)]
-    for k in range(3):
-        np.testing.assert_array_equal(out[f"exit{k + 1}_probs"], probs[k])
-    engine = EarlyExitClassifier(model, thresholds)(batch)
-    for key in ("class_id", "probability", "exit_index"):
-        np.testing.assert_array_equal(out[f"early_{key}"], engine[key])
+    assert structure["serving_default"]["inputs"] == images
+    assert structure["serving_default"]["outputs"] == {
+        f"exit{k}_probs": [[None, 10], "float32"] for k in (1, 2, 3)
+    }
+    assert structure["early_exit"]["inputs"] == {**images, "thresholds": [[3], "float32"]}
+    assert structure["early_exit"]["outputs"] == per_sample
+    assert structure["early_exit_default"]["inputs"] == images
+    assert structure["early_exit_default"]["outputs"] == per_sample
+    want = np.append(thresholds[1], -np.inf).astype("float32").tolist()
+    assert structure["thresholds_variable"] == want
 
 
-@pytest.mark.slow
-def test_saved_model_cli_lists_both_signatures(model, tmp_path):
-    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable),
-                                                          "saved_model_cli")  # fmt: skip
-    path = str(tmp_path / "sm")
-    export_saved_model(model, path)
-    result = subprocess.run([cli, "show", "--all", "--dir", path], env=ENV, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    for text in ("signature_def['serving_default']", "signature_def['early_exit']",
-                 "exit3_probs", "thresholds", "exit_index"):  # fmt: skip
-        assert text in result.stdout
+def test_early_exit_signature_runs_the_engine_not_the_full_model(reloaded):
+    _, structure, _ = reloaded
+    # The engine's conditional blocks and gathers; the anytime signature has neither.
+    assert {"If", "GatherV2", "InvertPermutation"} <= set(structure["early_exit"]["ops"])
+    assert "If" not in structure["serving_default"]["ops"]
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_tflite_matches_the_keras_model_on_digits():
+def test_saved_model_cli_lists_the_signatures(reloaded):
+    stdout = reloaded[2]
+    if stdout is None:
+        pytest.skip("saved_model_cli is not installed")
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['early_exit']",
+        "signature_def['early_exit_default']",
+        "outputs['exit3_probs']",
+        "inputs['thresholds']",
+        "outputs['exit_index']",
+        "shape: (-1, 16, 16, 3)",
+    ):
+        assert text in stdout
+
+
+def test_bad_thresholds_are_rejected_before_writing(testing_model, tmp_path):
+    with pytest.raises(ValueError, match=r"1-D array of 3 values.*Received: shape \(4,\)"):
+        export_saved_model(testing_model, str(tmp_path / "sm"), thresholds=[0.1] * 4)
+    assert not os.path.exists(tmp_path / "sm")
+
+
+def _digits_check(model, image_size):
     from msdnet_tf.data import load_digits
 
-    splits = load_digits()
-    digits_model = build_preset("digits")
-    x = splits.normalize(splits.test_x[:100])
-    lite = tflite_probabilities(to_tflite(digits_model), x)
-    keras_probs = _probs(digits_model, x)
-    np.testing.assert_allclose(lite, keras_probs, atol=1e-4)
-    assert (lite.argmax(-1) == keras_probs.argmax(-1)).mean() >= 0.995
+    splits = load_digits(image_size=image_size, augment=False)
+    x = splits.normalize(splits.test_x)
+    lite = tflite_probabilities(to_tflite(model), x)
+    want = np.stack(_probs(model, x))
+    assert lite.shape == want.shape == (len(model.outputs), 450, 10)
+    np.testing.assert_allclose(lite, want, atol=1e-4)
+    agree = (lite.argmax(-1) == want.argmax(-1)).mean(axis=1)
+    assert (agree >= 0.995).all(), agree
+    labels = splits.test_y
+    np.testing.assert_allclose((lite.argmax(-1) == labels).mean(1),
+                               (want.argmax(-1) == labels).mean(1), atol=0.005)  # fmt: skip
+
+
+def test_tflite_matches_keras_on_the_digits_test_split(testing_model):
+    _digits_check(testing_model, image_size=16)
+
+
+@pytest.mark.slow
+def test_tflite_matches_keras_on_the_digits_test_split_digits_preset():
+    _digits_check(build_preset("digits"), image_size=32)
+
+
+def test_tflite_missing_gives_a_clear_error(testing_model, monkeypatch):
+    monkeypatch.setattr(tf, "lite", None)
+    with pytest.raises(RuntimeError, match=r"tf.lite.TFLiteConverter.*Received: tensorflow 2"):
+        to_tflite(testing_model)
+
+
+def _fake_run(tmp_path, model):
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(str(run / "model.keras"))
+    records = [{"p": 20, "thresholds": np.array([0.3, np.inf, -np.inf])}]
+    evaluation.write_budgeted_json(records, run / "budgeted.json")
+    return run
+
+
+def test_run_thresholds_reads_budgeted_json(testing_model, tmp_path):
+    run = _fake_run(tmp_path, testing_model)
+    assert run_thresholds(str(run), 20).tolist() == [0.3, np.inf, -np.inf]
+    with pytest.raises(ValueError, match=r"budget level.*\[20.0\]. Received: p=7"):
+        run_thresholds(str(run), 7)
+    with pytest.raises(FileNotFoundError, match="Received: .*nowhere/budgeted.json"):
+        run_thresholds(str(tmp_path / "nowhere"), 20)
+
+
+@pytest.mark.slow
+def test_export_script_on_a_run_folder(testing_model, tmp_path):
+    run = _fake_run(tmp_path, testing_model)
+    out = tmp_path / "out"
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "export.py")
+    _finish(_start([sys.executable, script, f"--workdir={run}", f"--out={out}", "--p=20",
+                    "--tflite"]))  # fmt: skip
+    assert sorted(os.listdir(out)) == ["model.keras", "model.tflite", "saved_model",
+                                       "thresholds.json"]  # fmt: skip
+    with open(out / "thresholds.json") as f:
+        assert json.load(f) == {"thresholds": [0.30000001192092896, "inf", "-inf"]}
+
+
+def test_export_model_writes_every_format(testing_model, exported, thresholds):
+    import keras
+
+    assert sorted(exported) == ["keras", "saved_model", "thresholds"]
+    x = np.ones((2, 16, 16, 3), "float32")
+    reloaded = keras.saving.load_model(exported["keras"])
+    for a, b in zip(_probs(reloaded, x), _probs(testing_model, x)):
+        np.testing.assert_array_equal(a, b)
+    with open(exported["thresholds"]) as f:
+        written = json.load(f)["thresholds"]
+    want = np.append(thresholds[1], -np.inf).astype("float32")
+    np.testing.assert_array_equal(np.array(written, np.float64).astype("float32"), want)
