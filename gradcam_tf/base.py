@@ -19,6 +19,18 @@ blocks read it too (`exit{k}_features`). When a consumer of A_k leads both to ou
 another explained output (two heads sharing a pooling layer, an output computed from another
 output's logits), that output falls back to its own `tape.gradient(s_k, A_k)` on a persistent
 tape: still one forward pass, one more backward pass. `BaseCAM.gradient_passes` reports the count.
+
+Compiled passes. Replayed eagerly, layer by layer in Python, the passes of a network of a few
+hundred layers cost several times the network's own compiled forward pass. So (unless
+``compiled=False``) the forward and backward passes are traced once into a `tf.function` per
+kind of call (outputs, target layers, and for each output whether its classes are given or
+predicted), with a free batch axis, and cached on the explainer: a loop of calls traces nothing
+more (`Explainer.trace_count`) and the model's variables are read live, so the graph follows
+training. Class ids are checked before the graph runs; callable targets stay eager (they may
+keep Python state); the hooks run eagerly on the graph's activations and gradients, so the
+compiled maps are those of the eager replay. Score-CAM's masked forward passes are compiled per
+output the same way. The 'zoom' resize (`zoom_maps`) is scipy's order-1 zoom computed batched
+with NumPy, bit for bit.
 """
 
 from __future__ import annotations
@@ -187,9 +199,10 @@ class Explainer:
             width, channels). Nested models are opened up. The model is never modified.
         score_on: "logits" (default) scores the pre-softmax/-sigmoid output, read without
             touching the model's layers; "probabilities" scores the softmax/sigmoid output.
-        compiled: run the model passes as TensorFlow graphs (`tf.function`, traced once per
-            kind of call and cached on the explainer; the default) or eagerly, layer by layer
-            (slower; for debugging, or for layers that cannot be traced).
+        compiled: run the model passes of the CAM methods as TensorFlow graphs (`tf.function`,
+            traced once per kind of call and cached on the explainer; the default) or eagerly,
+            layer by layer (slower; for debugging, or for layers that cannot be traced).
+            Saliency and SmoothGrad replay eagerly.
 
     Raises:
         ValueError: for a subclassed or unbuilt model, several inputs, a non-image input or an
@@ -548,8 +561,8 @@ class BaseCAM(Explainer):
     ) -> list[CamContext]:
         """One forward pass (and the backward passes of `plan`) for all explained outputs.
 
-        Runs eagerly, or inside the caller's `tf.function` (callable targets only there: class
-        ids are resolved with NumPy).
+        Runs eagerly, or inside a caller's `tf.function` when every target is a callable
+        (`resolve_target` reads class ids and predicted classes with NumPy).
         """
         return [
             self._context(x, plan, index, *result)

@@ -27,6 +27,17 @@ def stage_train_and_evaluate(config, workdir):
     for record in summary["per_exit"]:
         print(f"  {record['name']}: top-1 {100 * record['top1']:.2f}%  "
               f"({record['mflops']:.2f} MFLOPs)")  # fmt: skip
+    where = {
+        "final model": ["model.keras"],
+        "best model (validation)": ["best.keras"],
+        "training log": ["log.csv", "tensorboard/"],
+        "per exit and class": ["per_exit.csv", "per_class.csv", "per_class.png"],
+        "difficulty": ["difficulty.csv", "difficulty_hist.png"],
+        "anytime and budgeted": ["anytime.png", "budgeted.json", "budgeted.png"],
+        "probabilities, summary": ["probabilities.npz", "results.json"],
+    }
+    for what, files in where.items():
+        print(f"  {what:>24}: " + ", ".join(os.path.join(workdir, f) for f in files))
     return summary
 
 
