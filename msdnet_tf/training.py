@@ -195,8 +195,16 @@ def make_optimizer(config, steps_per_epoch: int) -> ReferenceSGD:
 # ------------------------------------------------------------------------------------------
 
 
+_STRATEGY_CACHE: dict[str, tf.distribute.Strategy] = {}
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """A `tf.distribute.Strategy` by name.
+    """A `tf.distribute.Strategy` by name, one per process and name.
+
+    The strategy is created once and then returned again: two `MirroredStrategy` objects in
+    one process number their collective ops alike, and the second one's all-reduce would meet
+    the first one's (a "Shape mismatch in the collective instance" error); TensorFlow allows
+    one `MultiWorkerMirroredStrategy` per process anyway.
 
     Args:
         name: 'default' (the current strategy: one device), 'mirrored' (all local devices),
@@ -209,6 +217,34 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in _STRATEGY_CACHE:
+        _STRATEGY_CACHE[name] = _new_strategy(name)
+    return _STRATEGY_CACHE[name]
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3's `fit` gives it.
+
+    Keras 3.15's `fit` (keras-team/keras#20329) hands the collective strategy two things it
+    cannot reduce: a nest, ``(images, {exit: labels})``, reduced once to build the metrics
+    ("Attempt to convert a value (PerReplica ...) to a Tensor"), and the scalar logs of every
+    step reduced with ``axis=0`` ("Invalid reduction dimension 0 for input with 0
+    dimensions"). Here a nest is reduced leaf by leaf (as `MirroredStrategy` does; every
+    worker makes the same calls, so the collectives stay in step) and a scalar across workers
+    only (``axis=None``: the mean of the workers' values).
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce_one = super().reduce  # bound here: a bare super() in a lambda would bind `v`
+
+        def reduce_leaf(v):
+            scalar = self.experimental_local_results(v)[0].shape.rank == 0
+            return reduce_one(reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
+def _new_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -217,7 +253,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
                 "The multi_worker strategy reads the cluster from the TF_CONFIG environment "
                 "variable, which is not set. Received: strategy='multi_worker'"
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
