@@ -89,7 +89,7 @@ def main(argv):
         # The prediction uses the exit distribution of the timed batch itself.
         counts = np.bincount(engine(x, t)["exit_index"], minlength=n_exits)
         predicted = costs[-1] / float(np.dot(counts / counts.sum(), costs))
-        run_engine = lambda t=t: engine._run(x, tf.constant(t))  # noqa: E731
+        run_engine = lambda t=t: engine.function(x, tf.constant(t))  # noqa: E731
         run_full = lambda: full(x)  # noqa: E731
         timed(run_engine, 2), timed(run_full, 2)
         ratios = []

@@ -38,6 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from reference_torch import TorchReference  # noqa: E402  (benchmarks/, beside this file)
 
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
@@ -67,6 +68,16 @@ _REFERENCE = flags.DEFINE_list(
     [],
     "Reference images/s 'INFER,TRAIN' to print ratios against (e.g. 374,115, the PyTorch "
     "reference's cifar10_anytime figures at batch 64 quoted in the issue).",
+)
+
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python",
+    None,
+    "A Python with PyTorch: times the reference model beside ours (benchmarks/reference_torch.py"
+    ", needs --reference_repo).",
+)
+_REFERENCE_REPO = flags.DEFINE_string(
+    "reference_repo", None, "A local checkout of kalviny/MSDNet-PyTorch (its models/ folder)."
 )
 
 _EXECUTIONS = ("eager", "function", "xla")
@@ -254,10 +265,19 @@ def main(argv):
             workers.append(start_worker(context, settings, onednn))
             ready.append(workers[-1][1].recv())
 
+    torch = None
+    if _TORCH_PYTHON.value:
+        if not _REFERENCE_REPO.value:
+            raise app.UsageError("--torch_python needs --reference_repo (a checkout).")
+        torch = TorchReference(_TORCH_PYTHON.value, _REFERENCE_REPO.value, _PRESET.value,
+                               _BATCH.value, _ITERS.value)  # fmt: skip
     samples = {(task, mode, w): [] for task in tasks for mode in tasks[task]
                for w in range(len(workers))}  # fmt: skip
+    measured = {task: [] for task in tasks if tasks[task]}
     for _ in range(_REPEATS.value):
         for task, modes in tasks.items():
+            if torch is not None and modes:
+                measured[task].append(torch.time(task))
             for mode in modes:
                 for w, (_, conn) in enumerate(workers):
                     conn.send((task, mode))
@@ -265,6 +285,8 @@ def main(argv):
     for process, conn in workers:
         conn.send(None)
         process.join()
+    if torch is not None:
+        torch.close()
 
     print(f"{_PRESET.value}, batch {_BATCH.value}, {cpu_name()}, {os.cpu_count()} cores, "
           f"TF {tf.__version__}, Keras {keras.__version__}; median of {_REPEATS.value} repeats "
@@ -285,13 +307,21 @@ def main(argv):
             cells = " | ".join(f"{v:.0f}" for v in row)
             print(f"| {name} | {mode} | {cells} | {dev} | {ready[0]['warmup'][task, mode]:.0f} |")
     print(f"\nlargest |logit| of float32 inference: {ready[0]['logit_scale']:.2f}")
+    reference, source = {}, "the quoted figure"
     if _REFERENCE.value:
         reference = dict(zip(("infer", "train"), (float(v) for v in _REFERENCE.value)))
+    if torch is not None:
+        source = f"the reference measured in this run ({torch.version[len('ready ') :]})"
+        reference = {task: statistics.median(values) for task, values in measured.items()}
+        for task, values in measured.items():
+            print(f"PyTorch reference {task}: {reference[task]:.0f} images/s (median; "
+                  f"{', '.join(f'{v:.0f}' for v in values)})")  # fmt: skip
+    if reference:
         for task, (value, mode, label) in best.items():
             if task in reference:
                 ratio = value / reference[task]
                 print(f"best {task}: {value:.0f} images/s ({mode}, {label}) = {ratio:.2f}x "
-                      f"the reference's {reference[task]:.0f}")  # fmt: skip
+                      f"{source}, {reference[task]:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

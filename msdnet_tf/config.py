@@ -65,6 +65,10 @@ def base_config(
     config.train.strategy = "default"  # default | mirrored | multi_worker | tpu
     config.train.steps_per_epoch = -1  # -1: the whole training split every epoch
     config.train.checkpoint_every = 1  # epochs
+    # TensorFlow's CPU thread pools (0: TensorFlow's default). MSD-Net is many small convs on
+    # independent branches: intra 1 / inter 2 trained ~15% faster on 2 cores (RESULTS.md).
+    config.train.intra_op_threads = 0
+    config.train.inter_op_threads = 0
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 256

@@ -45,6 +45,7 @@ from keras import ops
 from msdnet_tf import data as data_lib
 from msdnet_tf.config import model_kwargs
 from msdnet_tf.model import build_msdnet
+from msdnet_tf.optimize import configure_cpu_threads
 
 __all__ = [
     "STRATEGIES",
@@ -652,7 +653,14 @@ def train(config, workdir: str, extra_callbacks=None) -> tuple[keras.Model, data
     return model, splits
 
 
+def _configure_threads(config) -> None:
+    intra, inter = int(config.train.intra_op_threads), int(config.train.inter_op_threads)
+    if intra or inter:
+        configure_cpu_threads(intra or None, inter or None)
+
+
 def _train(config, workdir: str, extra_callbacks):
+    _configure_threads(config)  # before anything starts TensorFlow's runtime
     strategy = make_strategy(config.train.strategy)  # first: multi-worker needs a fresh runtime
     _set_up(config)
     chief = is_chief(strategy)

@@ -251,3 +251,53 @@ def test_export_model_writes_every_format(testing_model, exported, thresholds):
         written = json.load(f)["thresholds"]
     want = np.append(thresholds[1], -np.inf).astype("float32")
     np.testing.assert_array_equal(np.array(written, np.float64).astype("float32"), want)
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, testing_model):
+    """A run folder as training leaves it: model, config and the evaluation files."""
+    from msdnet_tf.config import base_config
+    from msdnet_tf.data import load_dataset
+    from msdnet_tf.evaluate_model import evaluate_run
+    from msdnet_tf.training import write_config
+
+    folder = str(tmp_path_factory.mktemp("run"))
+    write_config(base_config("testing", "digits", epochs=1, batch_size=32), folder)
+    testing_model.save(os.path.join(folder, "model.keras"))
+    evaluate_run(testing_model, load_dataset("digits", batch_size=128, image_size=16), folder)
+    return folder
+
+
+def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_path):
+    from msdnet_tf.export import export_run
+
+    check = export_run(evaluated_run, str(tmp_path / "export"), p=20, tflite=True, repeats=1)
+    assert sorted(os.listdir(tmp_path / "export")) == [
+        "export_check.json", "model.keras", "model.tflite", "saved_model", "thresholds.json",
+    ]  # fmt: skip
+    with open(tmp_path / "export" / "export_check.json") as f:
+        assert json.load(f) == json.loads(json.dumps(check))
+    assert check["test_images"] == 450 and check["serving_max_abs_diff"] < 1e-5
+    early = check["early_exit"]
+    # The SavedModel's real early exit takes exactly the simulated decisions of budgeted.json.
+    assert early["equals_simulated_evaluation"]
+    assert early["accuracy"] == early["simulated_accuracy"]
+    record = next(r for r in evaluation.read_budgeted_json(
+        os.path.join(evaluated_run, "budgeted.json"))["records"] if r["p"] == 20)  # fmt: skip
+    assert early["exit_counts"] == list(record["exit_counts"])
+    assert early["expected_mflops"] == pytest.approx(record["expected_flops"] / 1e6)
+    assert check["timing"]["measured_speedup"] > 0
+    assert check["tflite"]["max_abs_diff"] < 1e-4
+    assert check["tflite"]["top1"] == check["tflite"]["keras_top1"]
+
+
+def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
+    from msdnet_tf.export import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    os.remove(run / "probabilities.npz")
+    with pytest.raises(FileNotFoundError, match=r"Received: .*probabilities.npz \(missing\)"):
+        export_run(str(run))
+    with pytest.raises(FileNotFoundError, match="not a finished training run: model.keras is"):
+        export_run(str(tmp_path / "nowhere"))

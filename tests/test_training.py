@@ -302,7 +302,8 @@ def _train_command(workdir, epochs, *overrides):
         sys.executable, os.path.join(ROOT, "scripts", "train.py"),
         "--config", os.path.join(ROOT, "configs", "testing.py"), "--workdir", str(workdir),
         f"--config.train.epochs={epochs}", "--config.train.steps_per_epoch=6",
-        "--config.train.deterministic=True", "--config.eval.budgeted=False", *overrides,
+        "--config.train.deterministic=True", "--config.eval.budgeted=False",
+        "--config.train.intra_op_threads=1", "--config.train.inter_op_threads=2", *overrides,
     ]  # fmt: skip
 
 
