@@ -1,13 +1,17 @@
 """Wall-clock speed-up of the real early exit against the FLOPs prediction.
 
     python benchmarks/early_exit.py --preset cifar10_anytime --batch 64
-    python benchmarks/early_exit.py --preset digits --model runs/digits_demo/model.keras --batch 1
+    python benchmarks/early_exit.py --model runs/digits_demo/model.keras --data digits --batch 1
+    python benchmarks/early_exit.py --fold ...   # engine and full model with BatchNorm folded
 
 For each budget level (the fraction of samples leaving at each exit), thresholds are set on a
-calibration batch so that those fractions exit; then, on a fresh batch, the engine
+calibration set so that those fractions exit; then, on a pool of ``--pool`` other images sent
+in batches of ``--batch`` (64 calls of one image at batch 1), the engine
 (`msdnet_tf.export.EarlyExitClassifier`) and the full model (all exits, tf.function) are timed
 interleaved. Predicted speed-up = FLOPs of the full model / expected FLOPs of the measured exit
-distribution (`msdnet_tf.costs`); achieved = engine images/s / full-model images/s.
+distribution (`msdnet_tf.costs`); achieved = engine images/s / full-model images/s. With
+``--fold`` both run `msdnet_tf.optimize.fold_batchnorm(model)` (the engine's ``fold=True``), and
+the absolute times of the full model with and without folding are printed too.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from msdnet_tf.costs import per_exit_costs  # noqa: E402
-from msdnet_tf.export import EarlyExitClassifier  # noqa: E402
+from msdnet_tf.data import load_dataset  # noqa: E402
+from msdnet_tf.early_exit import EarlyExitClassifier  # noqa: E402
+from msdnet_tf.optimize import fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
@@ -32,6 +38,11 @@ _MODEL = flags.DEFINE_string("model", None, "A trained .keras model instead of r
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median).")
 _ITERS = flags.DEFINE_integer("iters", 5, "Calls per repeat.")
+_POOL = flags.DEFINE_integer("pool", 64, "Images timed per pass (in batches of --batch).")
+_DATA = flags.DEFINE_enum(
+    "data", "random", ["random", "digits"], "Random normal images, or the digits splits."
+)
+_FOLD = flags.DEFINE_bool("fold", False, "Fold BatchNorm into the convs (engine and full model).")
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
 BUDGETS = {
@@ -68,29 +79,49 @@ def timed(fn, iters):
     return time.perf_counter() - start
 
 
+def image_sets(model, rng):
+    """(calibration images, timed pool): real digits with `--data digits`, else random."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if _DATA.value == "digits":
+        splits = load_dataset("digits", image_size=shape[0])
+        test = splits.normalize(splits.test_images())
+        return splits.normalize(splits.val_x), test[: _POOL.value]
+    calibration = rng.normal(size=(512, *shape)).astype("float32")
+    return calibration, rng.normal(size=(_POOL.value, *shape)).astype("float32")
+
+
 def main(argv):
     del argv
     model = keras.saving.load_model(_MODEL.value) if _MODEL.value else build_preset(_PRESET.value)
     costs = [c.cumulative_flops for c in per_exit_costs(model)]
     n_exits = len(costs)
-    rng = np.random.default_rng(0)
-    shape = model.input.shape[1:]
-    calibration = rng.normal(size=(512, *shape)).astype("float32")
-    x = tf.constant(rng.normal(size=(_BATCH.value, *shape)).astype("float32"))
+    calibration, pool = image_sets(model, np.random.default_rng(0))
+    batches = [tf.constant(pool[i : i + _BATCH.value]) for i in range(0, len(pool), _BATCH.value)]
     conf = np.stack([tf.nn.softmax(o).numpy().max(-1) for o in model.predict(calibration, 64, 0)])
-    full = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-    engine = EarlyExitClassifier(model)
-    print(f"{_MODEL.value or _PRESET.value}, batch {_BATCH.value}, {os.cpu_count()} cores")
+    served = fold_batchnorm(model) if _FOLD.value else model
+    full = tf.function(lambda images: served(images, training=False), reduce_retracing=True)
+    engine = EarlyExitClassifier(served)
+
+    def run_full():
+        return [full(x) for x in batches]
+
+    run_full()
+    per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
+    print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
+          f"{_BATCH.value}, {os.cpu_count()} cores, fold={_FOLD.value}; full model "
+          f"{per_pass:.1f} ms per pass")  # fmt: skip
     print("| budget | exit distribution | predicted speed-up | achieved | achieved / predicted |")
     print("|---|---|---:|---:|---:|")
     for name, fractions in BUDGETS.items():
         fractions = fractions or [1.0 / n_exits] * (n_exits - 1)
-        t = thresholds_for(conf, fractions)
-        # The prediction uses the exit distribution of the timed batch itself.
-        counts = np.bincount(engine(x, t)["exit_index"], minlength=n_exits)
+        t = tf.constant(thresholds_for(conf, fractions))
+        # The prediction uses the exit distribution of the timed images themselves.
+        counts = np.bincount(engine(pool, t.numpy())["exit_index"], minlength=n_exits)
         predicted = costs[-1] / float(np.dot(counts / counts.sum(), costs))
-        run_engine = lambda t=t: engine.function(x, tf.constant(t))  # noqa: E731
-        run_full = lambda: full(x)  # noqa: E731
+
+        def run_engine(t=t):
+            return [engine.function(x, t) for x in batches]
+
         timed(run_engine, 2), timed(run_full, 2)
         ratios = []
         for _ in range(_REPEATS.value):
