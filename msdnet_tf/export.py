@@ -64,7 +64,11 @@ class _Serving(tf.Module):
     SavedModel then holds plain variables and graphs, and saves about twice as fast.
     """
 
-    def __init__(self, model: keras.Model, thresholds=None):
+    def __init__(self, model: keras.Model, thresholds=None, fold: bool = False):
+        if fold:
+            from msdnet_tf.optimize import fold_batchnorm
+
+            model = fold_batchnorm(model)
         super().__init__(name="msdnet")
         self.model_variables = [v.value for v in model.variables]
         engine = EarlyExitClassifier(model)
@@ -96,7 +100,7 @@ class _Serving(tf.Module):
         return {name: fn.get_concrete_function() for name, fn in functions.items()}
 
 
-def export_saved_model(model: keras.Model, path: str, thresholds=None) -> str:
+def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: bool = False) -> str:
     """Writes `model` as a SavedModel with anytime and early-exit signatures.
 
     Args:
@@ -105,6 +109,8 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None) -> str:
         thresholds: optional default thresholds (K or K-1 values, see
             `msdnet_tf.early_exit.check_thresholds`): stored as the variable ``thresholds`` and
             served by the ``early_exit_default(images)`` signature.
+        fold: serve `msdnet_tf.optimize.fold_batchnorm(model)` (BatchNorm folded into the
+            convolutions; about 1.4x faster on CPU, probabilities within ~1e-6 of `model`'s).
 
     Returns:
         `path`.
@@ -117,7 +123,7 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None) -> str:
         >>> loaded = tf.saved_model.load("export/saved_model")
         >>> loaded.signatures["early_exit"](images=x, thresholds=tf.constant([...], tf.float32))
     """
-    module = _Serving(model, thresholds)
+    module = _Serving(model, thresholds, fold)
     tf.saved_model.save(module, path, signatures=module.signatures())
     return path
 
@@ -204,7 +210,9 @@ def _write_thresholds(path: str, thresholds: np.ndarray) -> None:
         json.dump({"thresholds": values}, f, indent=2)
 
 
-def export_model(model: keras.Model, out_dir: str, thresholds=None, tflite: bool = False) -> dict:
+def export_model(
+    model: keras.Model, out_dir: str, thresholds=None, tflite: bool = False, fold: bool = False
+) -> dict:
     """Writes every export format of `model` into `out_dir`.
 
     Files: ``saved_model/`` (`export_saved_model`), ``model.keras``, ``thresholds.json`` (when
@@ -216,13 +224,14 @@ def export_model(model: keras.Model, out_dir: str, thresholds=None, tflite: bool
         out_dir: output folder (created).
         thresholds: optional default early-exit thresholds (K or K-1 values).
         tflite: also convert to TFLite.
+        fold: the SavedModel serves the BatchNorm-folded model (see `export_saved_model`).
 
     Returns:
         A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``) to path.
     """
     os.makedirs(out_dir, exist_ok=True)
     paths = {"saved_model": os.path.join(out_dir, "saved_model")}
-    export_saved_model(model, paths["saved_model"], thresholds)
+    export_saved_model(model, paths["saved_model"], thresholds, fold=fold)
     paths["keras"] = os.path.join(out_dir, "model.keras")
     model.save(paths["keras"])
     if thresholds is not None:

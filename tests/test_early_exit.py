@@ -203,3 +203,22 @@ def test_num_exits_needs_an_msdnet():
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
     with pytest.raises(ValueError, match="exit1_logits.*Received: a model named 'plain'"):
         num_exits(plain)
+
+
+def test_folded_engine_equals_the_simulated_evaluation_of_the_folded_model(images):
+    from msdnet_tf.optimize import fold_batchnorm
+
+    model = build_preset("testing")
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # BatchNorm statistics worth folding
+        if hasattr(layer, "moving_variance"):
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    engine = EarlyExitClassifier(model, fold=True)
+    assert not any(hasattr(layer, "moving_variance") for layer in engine.model.layers)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), "int32")))
+    folded_probs = predict_probabilities(fold_batchnorm(model), dataset.batch(32))[0]
+    probs = predict_probabilities(model, dataset.batch(32))[0]
+    np.testing.assert_allclose(folded_probs, probs, atol=1e-5)
+    thresholds = _budgeted(folded_probs, 20)
+    _assert_engine_equals_simulated(engine(images, thresholds), folded_probs, thresholds)

@@ -301,3 +301,18 @@ def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
         export_run(str(run))
     with pytest.raises(FileNotFoundError, match="not a finished training run: model.keras is"):
         export_run(str(tmp_path / "nowhere"))
+
+
+def test_folded_export_serves_the_folded_model(testing_model, images, tmp_path):
+    from msdnet_tf.optimize import fold_batchnorm
+
+    path = export_saved_model(testing_model, str(tmp_path / "folded"), fold=True)
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    folded = _probs(fold_batchnorm(testing_model), images)
+    for k, (want, exact) in enumerate(zip(folded, _probs(testing_model, images)), start=1):
+        np.testing.assert_allclose(served[f"exit{k}_probs"].numpy(), want, atol=1e-6)
+        np.testing.assert_allclose(served[f"exit{k}_probs"].numpy(), exact, atol=1e-5)
+    # The folded model has no BatchNorm statistics left to store.
+    assert not any("moving_variance" in v.name for v in loaded.model_variables)
+    assert any("moving_variance" in v.path for v in testing_model.variables)
