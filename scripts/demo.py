@@ -4,8 +4,9 @@
 
 Stages: train (configs/digits.py, resumable), evaluate (into the run folder), visualize (Grad-CAM
 grid, per-class attention, training animation and the index page, when available), export
-(SavedModel with a real early exit at budget level p = 20, `.keras`, TFLite, each checked against
-the evaluation on the test split).
+(SavedModel with a real early exit at budget level p = 5, where the digits model keeps the last
+exit's accuracy at about a third of its FLOPs; `.keras`; TFLite; each checked against the
+evaluation on the test split).
 """
 
 import os
@@ -52,20 +53,25 @@ def stage_visualize(config, workdir):
     print(f"Training animations: {len(pages['animations'])} GIFs\nBrowse: {pages['index']}")
 
 
+EXPORT_P = 5  # budget level of the exported early exit (q = p / 20)
+
+
 def stage_export(config, workdir):
     del config
-    check = export_run(workdir, p=20, tflite=True)
+    check = export_run(workdir, p=EXPORT_P, tflite=True)
     early, timing = check["early_exit"], check["timing"]
     same = "equal to" if early["equals_simulated_evaluation"] else "DIFFERENT FROM"
     print(f"SavedModel: {check['paths']['saved_model']} (serving_default, early_exit, "
           f"early_exit_default)")  # fmt: skip
     print(
-        f"Early exit at p = 20: top-1 {100 * early['accuracy']:.2f}%, exits "
+        f"Early exit at p = {EXPORT_P}: top-1 {100 * early['accuracy']:.2f}%, exits "
         f"{early['exit_counts']}, {early['expected_mflops']:.2f} of "
         f"{early['full_model_mflops']:.2f} MFLOPs; decisions {same} the simulated evaluation"
     )
-    print(f"Wall clock on the test split: {timing['measured_speedup']:.2f}x faster than every "
-          f"exit (FLOPs predict {timing['flops_predicted_speedup']:.2f}x)")  # fmt: skip
+    print(
+        f"Wall clock on the test split: {timing['measured_speedup']:.2f}x the throughput of "
+        f"computing every exit (FLOPs predict {timing['flops_predicted_speedup']:.2f}x)"
+    )
     lite = check["tflite"]
     print(
         f"TFLite last-exit top-1 {100 * lite['top1'][-1]:.2f}% (Keras "
