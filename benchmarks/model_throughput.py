@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from reference_torch import TorchReference  # noqa: E402  (benchmarks/, beside this file)
+from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside this file)
 
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
@@ -265,12 +265,8 @@ def main(argv):
             workers.append(start_worker(context, settings, onednn))
             ready.append(workers[-1][1].recv())
 
-    torch = None
-    if _TORCH_PYTHON.value:
-        if not _REFERENCE_REPO.value:
-            raise app.UsageError("--torch_python needs --reference_repo (a checkout).")
-        torch = TorchReference(_TORCH_PYTHON.value, _REFERENCE_REPO.value, _PRESET.value,
-                               _BATCH.value, _ITERS.value)  # fmt: skip
+    torch = start_reference(_TORCH_PYTHON.value, _REFERENCE_REPO.value, _PRESET.value,
+                            _BATCH.value, _ITERS.value)  # fmt: skip
     samples = {(task, mode, w): [] for task in tasks for mode in tasks[task]
                for w in range(len(workers))}  # fmt: skip
     measured = {task: [] for task in tasks if tasks[task]}

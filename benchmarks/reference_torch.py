@@ -59,6 +59,18 @@ class TorchReference:
         self.process.wait()
 
 
+def start_reference(python, repo, preset, batch, iters):
+    """A started `TorchReference`, or None when no `python` is given."""
+    if not python:
+        return None
+    if not repo:
+        raise ValueError(
+            "--torch_python needs --reference_repo, a local checkout of kalviny/MSDNet-PyTorch. "
+            f"Received: reference_repo={repo!r}"
+        )
+    return TorchReference(python, repo, preset, batch, iters)
+
+
 def reference_args(preset: str) -> SimpleNamespace:
     flags = dict(
         data="cifar10", growthRate=6, grFactor=[1, 2, 4], bnFactor=[1, 2, 4], prune="max",

@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from reference_torch import TorchReference  # noqa: E402  (benchmarks/, beside this file)
+from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside this file)
 
 from msdnet_tf import training  # noqa: E402
 from msdnet_tf.config import base_config  # noqa: E402
@@ -207,12 +207,8 @@ def main(argv):
     info = machine()
     print(info)
     folder = tempfile.mkdtemp(prefix="synthetic_cifar10_")
-    torch = None
-    if _TORCH_PYTHON.value:
-        if not _REFERENCE_REPO.value:
-            raise app.UsageError("--torch_python needs --reference_repo (a checkout).")
-        torch = TorchReference(_TORCH_PYTHON.value, _REFERENCE_REPO.value, _PRESET.value,
-                               _BATCH.value, _STEPS.value)  # fmt: skip
+    torch = start_reference(_TORCH_PYTHON.value, _REFERENCE_REPO.value, _PRESET.value,
+                            _BATCH.value, _STEPS.value)  # fmt: skip
     try:
         data_dir = write_synthetic_cifar10(folder, _BATCH.value * _STEPS.value * 2, _BATCH.value)
         results = measure(_PRESET.value, _BATCH.value, _STEPS.value, _REPEATS.value,
