@@ -12,7 +12,9 @@ evaluation on the test split).
 import os
 import time
 
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: C++ INFO lines
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from msdnet_tf.export import export_run
@@ -88,6 +90,7 @@ STAGES = [
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the results
     config, workdir = _CONFIG.value, _WORKDIR.value
     start = time.time()
     for name, stage in STAGES:
