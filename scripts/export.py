@@ -13,7 +13,7 @@ MSD-Net instead (then `--thresholds` can give K or K-1 values).
 import os
 
 import keras
-from absl import app, flags
+from absl import app, flags, logging
 
 from msdnet_tf.export import export_model, run_thresholds
 
@@ -31,6 +31,7 @@ flags.mark_flag_as_required("out")
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # tf.saved_model.save's INFO lines hide the result
     if bool(_WORKDIR.value) == bool(_MODEL.value):
         raise app.UsageError(
             "Give exactly one of --workdir and --model. "
