@@ -64,6 +64,8 @@ __all__ = [
     "anytime_curve",
     "per_exit_summary",
     "per_exit_markdown",
+    "json_value",
+    "write_json",
     "write_per_exit_json",
     "write_per_exit_csv",
     "PerClassAccuracy",
@@ -433,12 +435,12 @@ def per_exit_markdown(summary: Sequence[dict]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _json_value(value):
+def json_value(value):
     """JSON-safe value: numpy scalars to Python, +-inf to the strings "inf" / "-inf"."""
     if isinstance(value, dict):
-        return {key: _json_value(v) for key, v in value.items()}
+        return {key: json_value(v) for key, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -453,9 +455,9 @@ def _json_value(value):
     return value
 
 
-def _write_json(obj, path) -> None:
+def write_json(obj, path) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(_json_value(obj), f, indent=2, allow_nan=False)
+        json.dump(json_value(obj), f, indent=2, allow_nan=False)
         f.write("\n")
 
 
@@ -481,7 +483,7 @@ def _write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
 
 def write_per_exit_json(summary: Sequence[dict], path) -> None:
     """Writes `per_exit_summary` records as ``{"exits": [...]}`` (``None`` -> ``null``)."""
-    _write_json({"exits": list(summary)}, path)
+    write_json({"exits": list(summary)}, path)
 
 
 def write_per_exit_csv(summary: Sequence[dict], path) -> None:
@@ -1091,7 +1093,7 @@ def write_budgeted_json(records: Sequence[dict], path, cumulative_flops=None) ->
     the same float64 thresholds).
     """
     flops = None if cumulative_flops is None else np.asarray(cumulative_flops, np.float64)
-    _write_json({"cumulative_flops": flops, "records": list(records)}, path)
+    write_json({"cumulative_flops": flops, "records": list(records)}, path)
 
 
 def read_budgeted_json(path) -> dict:

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -34,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from msdnet_tf import evaluation
 from msdnet_tf.early_exit import (
     EarlyExitClassifier,
     block_stages,
@@ -53,8 +53,6 @@ __all__ = [
     "tflite_probabilities",
     "to_tflite",
 ]
-
-SIGNATURES = ("serving_default", "early_exit", "early_exit_default")
 
 
 class _Serving(tf.Module):
@@ -188,26 +186,17 @@ def run_thresholds(workdir: str, p) -> np.ndarray:
         FileNotFoundError: the run has no ``budgeted.json``.
         ValueError: `p` is not one of its budget levels.
     """
-    from msdnet_tf.evaluation import read_budgeted_json
-
     path = os.path.join(workdir, "budgeted.json")
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No budgeted evaluation in the run folder. Received: {path} (missing)"
         )
-    records = {float(r["p"]): r for r in read_budgeted_json(path)["records"]}
+    records = {float(r["p"]): r for r in evaluation.read_budgeted_json(path)["records"]}
     if float(p) not in records:
         raise ValueError(
             f"`p` must be a budget level of {path}: {sorted(records)}. Received: p={p}"
         )
     return records[float(p)]["thresholds"]
-
-
-def _write_thresholds(path: str, thresholds: np.ndarray) -> None:
-    # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
-    values = [float(t) if np.isfinite(t) else str(float(t)) for t in thresholds]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"thresholds": values}, f, indent=2)
 
 
 def export_model(
@@ -236,7 +225,9 @@ def export_model(
     model.save(paths["keras"])
     if thresholds is not None:
         paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
-        _write_thresholds(paths["thresholds"], check_thresholds(thresholds, num_exits(model)))
+        # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
+        values = check_thresholds(thresholds, num_exits(model))
+        evaluation.write_json({"thresholds": values}, paths["thresholds"])
     if tflite:
         paths["tflite"] = os.path.join(out_dir, "model.tflite")
         with open(paths["tflite"], "wb") as f:
@@ -245,7 +236,7 @@ def export_model(
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing, first allocation)
+    """Median wall time of `repeats` calls of `fn` (call it once before, to warm it up)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -303,7 +294,6 @@ def export_run(
         FileNotFoundError: the run folder lacks one of the files above.
         ValueError: `p` is not a budget level of the run.
     """
-    from msdnet_tf import evaluation
     from msdnet_tf.costs import per_exit_costs
     from msdnet_tf.evaluate_model import load_run
     from msdnet_tf.training import load_splits
@@ -335,11 +325,12 @@ def export_run(
     exits = out["exit_index"].astype(np.int64)
     classes = out["class_id"].astype(np.int64)
     counts = np.bincount(exits, minlength=len(flops))
+    # Both signatures have just run once over the test split: they are warm.
     full_seconds = _median_seconds(lambda: _batched(serving, images, batch_size), repeats)
     early_seconds = _median_seconds(lambda: _batched(early, images, batch_size), repeats)
     check = {
         "p": float(p),
-        "thresholds": [float(t) if np.isfinite(t) else str(float(t)) for t in thresholds],
+        "thresholds": thresholds,
         "test_images": int(len(images)),
         "serving_max_abs_diff": float(np.abs(served - test_probs).max()),
         "early_exit": {
@@ -370,6 +361,6 @@ def export_run(
             "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
             "max_abs_diff": float(np.abs(lite - test_probs).max()),
         }
-    with open(os.path.join(out_dir, "export_check.json"), "w", encoding="utf-8") as f:
-        json.dump(check, f, indent=2)
+    check = evaluation.json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
+    evaluation.write_json(check, os.path.join(out_dir, "export_check.json"))
     return check
