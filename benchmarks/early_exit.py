@@ -30,7 +30,7 @@ from absl import app, flags  # noqa: E402
 from msdnet_tf.costs import per_exit_costs  # noqa: E402
 from msdnet_tf.data import load_dataset  # noqa: E402
 from msdnet_tf.early_exit import EarlyExitClassifier  # noqa: E402
-from msdnet_tf.optimize import fold_batchnorm  # noqa: E402
+from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
@@ -43,6 +43,9 @@ _DATA = flags.DEFINE_enum(
     "data", "random", ["random", "digits"], "Random normal images, or the digits splits."
 )
 _FOLD = flags.DEFINE_bool("fold", False, "Fold BatchNorm into the convs (engine and full model).")
+_THREADS = flags.DEFINE_string(
+    "threads", "default", "TensorFlow's thread pools: 'default' or INTRAxINTER (e.g. 1x2)."
+)
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
 BUDGETS = {
@@ -92,6 +95,8 @@ def image_sets(model, rng):
 
 def main(argv):
     del argv
+    if _THREADS.value != "default":
+        configure_cpu_threads(*(int(v) for v in _THREADS.value.split("x")))
     model = keras.saving.load_model(_MODEL.value) if _MODEL.value else build_preset(_PRESET.value)
     costs = [c.cumulative_flops for c in per_exit_costs(model)]
     n_exits = len(costs)
@@ -108,7 +113,8 @@ def main(argv):
     run_full()
     per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
-          f"{_BATCH.value}, {os.cpu_count()} cores, fold={_FOLD.value}; full model "
+          f"{_BATCH.value}, {os.cpu_count()} cores, threads {_THREADS.value}, fold={_FOLD.value}; "
+          f"full model "
           f"{per_pass:.1f} ms per pass")  # fmt: skip
     print("| budget | exit distribution | predicted speed-up | achieved | achieved / predicted |")
     print("|---|---|---:|---:|---:|")

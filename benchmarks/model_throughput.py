@@ -2,12 +2,14 @@
 
     python benchmarks/model_throughput.py --preset cifar10_anytime --batch 64 --repeats 5
 
-A mode is ``<execution>[+fold][+bf16]``:
+A mode is ``<execution>[+fold][+kernels][+bf16]``:
 
 * execution ``eager`` (``model(x, training=...)`` called eagerly), ``function`` (inside
   ``tf.function``) or ``xla`` (``tf.function(jit_compile=True)``);
 * ``+fold``: inference on ``msdnet_tf.fold_batchnorm(model)`` (BatchNorm folded into the convs;
   inference only);
+* ``+kernels``: `msdnet_tf.kernels.use_fast_kernels` (1x1 convolutions as matrix products,
+  training-mode BatchNorm as fused XLA kernels; what training uses by default);
 * ``+bf16``: the model built under ``keras.mixed_precision`` policy ``mixed_bfloat16``
   (bfloat16 compute, float32 variables; an approximation, opt-in).
 
@@ -40,6 +42,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside this file)
 
+from msdnet_tf.kernels import use_fast_kernels  # noqa: E402
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
@@ -83,18 +86,18 @@ _REFERENCE_REPO = flags.DEFINE_string(
 _EXECUTIONS = ("eager", "function", "xla")
 
 
-def parse_mode(mode: str, task: str) -> tuple[str, bool, bool]:
-    """``'xla+fold+bf16'`` -> ``('xla', True, True)``; validates the combination."""
+def parse_mode(mode: str, task: str) -> tuple[str, set[str]]:
+    """``'xla+fold+bf16'`` -> ``('xla', {'fold', 'bf16'})``; validates the combination."""
     execution, *options = mode.split("+")
-    unknown = set(options) - {"fold", "bf16"}
+    unknown = set(options) - {"fold", "kernels", "bf16"}
     if execution not in _EXECUTIONS or unknown or len(set(options)) != len(options):
         raise ValueError(
-            "A mode is eager|function|xla followed by optional '+fold' and '+bf16'. "
+            "A mode is eager|function|xla followed by optional '+fold', '+kernels' and '+bf16'. "
             f"Received: mode={mode!r}"
         )
     if task == "train" and "fold" in options:
         raise ValueError(f"'+fold' is an inference rewrite. Received: train mode={mode!r}")
-    return execution, "fold" in options, "bf16" in options
+    return execution, set(options)
 
 
 def parse_threads(spec: str) -> tuple[int, int] | None:
@@ -188,11 +191,15 @@ def _worker(conn, settings):
     fns, warmup, deviation = {}, {}, {}
     for task, modes in (("infer", settings["infer_modes"]), ("train", settings["train_modes"])):
         for mode in modes:
-            execution, fold, bf16 = parse_mode(mode, task)
+            execution, options = parse_mode(mode, task)
             # A model per mode: training steps move the weights.
-            model = build_model(settings["preset"], weights, bf16)
+            model = build_model(settings["preset"], weights, "bf16" in options)
+            if "fold" in options:
+                model = fold_batchnorm(model)
+            if "kernels" in options:
+                use_fast_kernels(model)
             if task == "infer":
-                fn, args = make_forward(fold_batchnorm(model) if fold else model, execution), (x,)
+                fn, args = make_forward(model, execution), (x,)
             else:
                 fn, args = make_train_step(model, execution), (x, y)
             start = time.perf_counter()
@@ -296,7 +303,7 @@ def main(argv):
             row = [statistics.median(samples[task, mode, w]) for w in range(len(workers))]
             for w, value in enumerate(row):
                 if value > best.get(task, (0.0,))[0]:
-                    best[task] = (value, mode, labels[w])
+                    best[task] = (value, mode, labels[w], samples[task, mode, w])
             dev = ready[0]["deviation"].get((task, mode))
             dev = "" if dev is None else f"{dev:.1e}"
             name = "inference" if task == "infer" else "train step"
@@ -313,11 +320,18 @@ def main(argv):
             print(f"PyTorch reference {task}: {reference[task]:.0f} images/s (median; "
                   f"{', '.join(f'{v:.0f}' for v in values)})")  # fmt: skip
     if reference:
-        for task, (value, mode, label) in best.items():
+        for task, (value, mode, label, values) in best.items():
             if task in reference:
                 ratio = value / reference[task]
                 print(f"best {task}: {value:.0f} images/s ({mode}, {label}) = {ratio:.2f}x "
                       f"{source}, {reference[task]:.0f}")  # fmt: skip
+            if torch is not None and task in measured:
+                # Each repeat times ours right after the reference: the paired ratio cancels
+                # the machine's slow drifts, which move the reference by up to 40% here.
+                paired = sorted(v / r for v, r in zip(values, measured[task]))
+                middle = statistics.median(paired)
+                print(f"    paired ratios, repeat by repeat: median {middle:.2f}x "
+                      f"(min {paired[0]:.2f}x, max {paired[-1]:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

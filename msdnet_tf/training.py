@@ -44,6 +44,7 @@ from keras import ops
 
 from msdnet_tf import data as data_lib
 from msdnet_tf.config import model_kwargs
+from msdnet_tf.kernels import use_fast_kernels
 from msdnet_tf.model import build_msdnet
 from msdnet_tf.optimize import configure_cpu_threads
 
@@ -309,6 +310,9 @@ def compile_model(model: keras.Model, config, steps_per_epoch: int) -> keras.Mod
     all 1, the reference). Metrics, per exit: ``top1`` and ``top5`` (``top5`` when there are at
     least 5 classes), logged as ``exit3_logits_top1``, ``val_exit3_logits_top5``, ...
 
+    With ``config.train.fast_kernels`` the model's 1x1 convolutions and training-mode
+    BatchNorms compute with `msdnet_tf.kernels.use_fast_kernels` (same model, faster steps).
+
     Args:
         model: a multi-exit model (one logits output per exit).
         config: the run config (``config.train``).
@@ -334,6 +338,8 @@ def compile_model(model: keras.Model, config, steps_per_epoch: int) -> keras.Mod
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
         return metrics
 
+    if train.get("fast_kernels", True):
+        use_fast_kernels(model)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss={name: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for name in names},
