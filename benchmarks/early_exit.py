@@ -10,8 +10,14 @@ in batches of ``--batch`` (64 calls of one image at batch 1), the engine
 (`msdnet_tf.export.EarlyExitClassifier`) and the full model (all exits, tf.function) are timed
 interleaved. Predicted speed-up = FLOPs of the full model / expected FLOPs of the measured exit
 distribution (`msdnet_tf.costs`); achieved = engine images/s / full-model images/s. With
-``--fold`` both run `msdnet_tf.optimize.fold_batchnorm(model)` (the engine's ``fold=True``), and
-the absolute times of the full model with and without folding are printed too.
+``--fold`` both run `msdnet_tf.optimize.fold_batchnorm(model)` (the engine's ``fold=True``).
+
+The FLOPs prediction assumes that time is proportional to FLOPs along the network. To tell the
+engine's own cost from the hardware's, the model truncated after each exit k (all blocks and
+heads up to k, `tf.function`, same batches) is timed too: T_k. The *time ceiling*
+``T_K / sum_k p_k T_k`` is the speed-up of an engine with no cost of its own whose samples,
+leaving at exit k with probability p_k, cost what they cost in the full batch: what the hardware
+allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 """
 
 from __future__ import annotations
@@ -93,6 +99,26 @@ def image_sets(model, rng):
     return calibration, rng.normal(size=(_POOL.value, *shape)).astype("float32")
 
 
+def prefix_time_shares(model, batches, run_full):
+    """T_k / T_K: time of the model truncated after exit k over the full model's, per exit
+    (median of the paired ratios over interleaved repeats)."""
+    shares = []
+    for k in range(1, len(model.outputs) + 1):
+        prefix = keras.Model(model.inputs, model.outputs[:k])
+        forward = tf.function(lambda images, m=prefix: m(images, training=False))
+
+        def run_prefix(forward=forward):
+            return [forward(x) for x in batches]
+
+        timed(run_prefix, 1)
+        ratios = [
+            timed(run_prefix, _ITERS.value) / timed(run_full, _ITERS.value)
+            for _ in range(_REPEATS.value)
+        ]
+        shares.append(statistics.median(ratios))
+    return np.array(shares)
+
+
 def main(argv):
     del argv
     if _THREADS.value != "default":
@@ -114,10 +140,19 @@ def main(argv):
     per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
           f"{_BATCH.value}, {os.cpu_count()} cores, threads {_THREADS.value}, fold={_FOLD.value}; "
-          f"full model "
-          f"{per_pass:.1f} ms per pass")  # fmt: skip
-    print("| budget | exit distribution | predicted speed-up | achieved | achieved / predicted |")
-    print("|---|---|---:|---:|---:|")
+          f"full model {per_pass:.1f} ms per pass")  # fmt: skip
+    prefix_times = prefix_time_shares(served, batches, run_full)
+    print("\n| up to exit | 1 | " + " | ".join(str(k) for k in range(2, n_exits + 1)) + " |")
+    print("|---|" + "---:|" * n_exits)
+    print("| FLOPs, share of the full model | "
+          + " | ".join(f"{c / costs[-1]:.0%}" for c in costs) + " |")  # fmt: skip
+    print("| time, share of the full model | "
+          + " | ".join(f"{t:.0%}" for t in prefix_times) + " |\n")  # fmt: skip
+    print(
+        "| budget | exit distribution | predicted (FLOPs) | time ceiling | achieved | "
+        "achieved / predicted | achieved / ceiling |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name, fractions in BUDGETS.items():
         fractions = fractions or [1.0 / n_exits] * (n_exits - 1)
         t = tf.constant(thresholds_for(conf, fractions))
@@ -133,9 +168,10 @@ def main(argv):
         for _ in range(_REPEATS.value):
             ratios.append(timed(run_full, _ITERS.value) / timed(run_engine, _ITERS.value))
         achieved = statistics.median(ratios)
+        ceiling = 1.0 / float(np.dot(counts / counts.sum(), prefix_times))
         share = "/".join(f"{c / counts.sum():.2f}" for c in counts)
-        print(f"| {name} | {share} | {predicted:.2f}x | {achieved:.2f}x | "
-              f"{100 * achieved / predicted:.0f}% |")  # fmt: skip
+        print(f"| {name} | {share} | {predicted:.2f}x | {ceiling:.2f}x | {achieved:.2f}x | "
+              f"{achieved / predicted:.0%} | {achieved / ceiling:.0%} |")  # fmt: skip
 
 
 if __name__ == "__main__":
