@@ -1,11 +1,19 @@
 """Block stages and the real early-exit engine against the simulated budgeted evaluation."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
-from msdnet_tf.early_exit import EarlyExitClassifier, block_stages, check_thresholds, num_exits
+from msdnet_tf.costs import layer_flops, per_exit_costs
+from msdnet_tf.early_exit import (
+    EarlyExitClassifier,
+    block_stages,
+    check_thresholds,
+    exit_stages,
+    num_exits,
+)
 from msdnet_tf.evaluate_model import predict_probabilities
 from msdnet_tf.presets import build_preset
 
@@ -36,6 +44,52 @@ def _chain(stages, x):
         *features, out = stage(features, training=False)
         logits.append(np.asarray(out))
     return logits
+
+
+def _chain_split(stages, x):
+    features, logits = [x], []
+    for stage in stages:
+        carried, out = stage.run_early(features, training=False)
+        logits.append(np.asarray(out))
+        if stage.output_sources:
+            features = stage.finish(stage.late_inputs(features, carried), training=False)
+    return logits
+
+
+@pytest.mark.parametrize("preset", ["testing", "cifar10_anytime", "cifar10_budgeted"])
+def test_exit_stages_chained_equal_the_model_and_split_its_layers(preset):
+    model = build_preset(preset)
+    stages = exit_stages(model)
+    x = np.random.default_rng(1).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    for got, want in zip(_chain_split(stages, x), model(x, training=False), strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want))
+    # Every layer of the model runs in exactly one part (inputs excepted); the last block has
+    # no late part, since nothing reads its outputs.
+    parts = [part for stage in stages for part in (stage.early, stage.late) if part is not None]
+    names = [layer.name for part in parts for layer in part.layers]
+    computing = {
+        layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+    }
+    assert sorted(n for n in names if n in computing) == sorted(computing)
+    assert stages[-1].late is None and not stages[-1].output_sources
+
+
+def test_exit_1_skips_the_finer_scales_of_block_1s_last_layers():
+    """cifar10_anytime: exit 1 reads block 1's coarsest map; layer 4's finer scales and layer 3's
+    finest feed block 2 only, and run late (for the samples that stay)."""
+    model = build_preset("cifar10_anytime")
+    first = exit_stages(model)[0]
+    early = {layer.name for layer in first.early.layers}
+    late = {layer.name for layer in first.late.layers}
+    late_only = ["block1_layer4_scale0_concat", "block1_layer4_scale1_concat",
+                 "block1_layer3_scale0_concat", "block1_scale0_out",
+                 "block1_scale1_out"]  # fmt: skip
+    for name in late_only:
+        assert name in late and name not in early, name
+    for name in ("block1_layer4_scale2_concat", "block1_layer3_scale1_concat", "exit1_logits"):
+        assert name in early and name not in late, name
+    early_flops = sum(layer_flops(layer) for layer in first.early.layers)
+    assert early_flops / per_exit_costs(model)[0].cumulative_flops == pytest.approx(0.884, abs=1e-3)
 
 
 def _simulated(probs, thresholds):
@@ -149,8 +203,6 @@ def test_blocks_nobody_reaches_are_not_run(engine, images, probs):
 
 
 def test_engine_on_a_model_reloaded_from_keras(testing_model, images, probs, tmp_path):
-    import keras
-
     path = str(tmp_path / "model.keras")
     testing_model.save(path)
     thresholds = _budgeted(probs, 20)
@@ -198,8 +250,6 @@ def test_thresholds_are_rounded_up_to_float32():
 
 
 def test_num_exits_needs_an_msdnet():
-    import keras
-
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
     with pytest.raises(ValueError, match="exit1_logits.*Received: a model named 'plain'"):
         num_exits(plain)
