@@ -4,10 +4,10 @@ The reference evaluates every exit on every sample and only *simulates* budgeted
 classification (`msdnet_tf.evaluation.exit_indices`). `EarlyExitClassifier` really stops: it runs
 the network block by block; after block k the samples whose exit-k confidence (max softmax)
 reaches ``T_k`` leave, only the others are gathered into block k+1, and a block that no sample
-reaches is not run at all. Each block is split at its exit (`exit_stages`): the part exit k
-depends on runs first, and the rest of the block (finer-scale maps that only block k+1 reads)
-runs only for the samples that stay, so leaving at exit k costs less than the reference's
-FLOPs count for exit k (e.g. 88% of it at exit 1 of the CIFAR 7-exit model).
+reaches is not run at all. Block 1 is split at its exit (`exit_stages`): the part exit 1
+depends on runs first, and the rest of the block (finer-scale maps that only block 2 reads)
+runs only for the samples that stay, so leaving at exit 1 costs less than the reference's
+FLOPs count for exit 1 (88% of it on the CIFAR 7-exit model).
 
 Exits are numbered from 0 in the engine's outputs (``exit_index`` in ``[0, K)``), as in
 `msdnet_tf.evaluation.exit_indices`; the layer names number them from 1 (``exit1_logits``).
@@ -150,7 +150,7 @@ def _frontier(outputs, inputs, early_layers) -> list:
     return frontier
 
 
-def exit_stages(model: keras.Model) -> list[ExitStage]:
+def exit_stages(model: keras.Model, split_blocks=None) -> list[ExitStage]:
     """Splits each block of an MSD-Net at its exit, sharing the layers of `model`.
 
     Exit b reads only the coarsest scale of block b, and that map depends on part of the block:
@@ -161,16 +161,20 @@ def exit_stages(model: keras.Model) -> list[ExitStage]:
 
     Args:
         model: an MSD-Net built by `msdnet_tf.build_msdnet` (or loaded from `.keras`).
+        split_blocks: the blocks (1-based) to split; None: all. An unsplit block computes all
+            its outputs in `early` (its `late` is None and passes them through).
 
     Returns:
         K `ExitStage`, in block order; the last one has no `late`.
     """
     stages, features = [], list(model.inputs)
     n_exits = num_exits(model)
+    split_blocks = range(1, n_exits + 1) if split_blocks is None else split_blocks
     for block in range(1, n_exits + 1):
         outputs = [model.get_layer(name).output for name in block_output_layer_names(model, block)]
         logits = model.get_layer(f"exit{block}_logits").output
-        early_layers = {id(layer) for layer in keras.Model(features, logits).layers}
+        early_needs = [logits] if block in split_blocks else [*outputs, logits]
+        early_layers = {id(layer) for layer in keras.Model(features, early_needs).layers}
         last = block == n_exits  # nothing reads the last block's outputs
         frontier = [] if last else _frontier(outputs, features, early_layers)
         carried = [t for t in frontier if not _contains(features, t)]
@@ -291,6 +295,13 @@ class EarlyExitClassifier:
             exit elsewhere than the simulated evaluation of `model` says. Decisions equal the
             simulated evaluation of the folded model exactly. The folded copy no longer
             follows later changes of `model`'s weights.
+        split_blocks: the blocks whose rest (the maps only the next block reads) runs after
+            the exit decision, for the staying samples only (see `exit_stages`); default block
+            1, whose deferred part is the finest-scale work (at exit 1 of the CIFAR 7-exit
+            model: 12% of its FLOPs, ~25% of its time at batch 64). The rest of a split block
+            no longer overlaps with its exit head, so splitting later blocks, whose deferred
+            parts are small, cost samples that go on more than it saved those that leave
+            (``benchmarks/RESULTS.md``). None splits every block; ``()`` none.
 
     Example:
         >>> engine = EarlyExitClassifier(model, [0.9, 0.8, 0.7, 0.6])   # K = 5 exits
@@ -304,13 +315,14 @@ class EarlyExitClassifier:
         thresholds=None,
         count_blocks: bool = False,
         fold: bool = False,
+        split_blocks=(1,),
     ):
         if fold:
             from msdnet_tf.optimize import fold_batchnorm
 
             model = fold_batchnorm(model)
         self.model = model
-        self.stages = exit_stages(model)
+        self.stages = exit_stages(model, split_blocks)
         self.num_exits = len(self.stages)
         self.image_shape = tuple(model.inputs[0].shape[1:])
         self.thresholds = None

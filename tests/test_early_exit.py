@@ -56,10 +56,14 @@ def _chain_split(stages, x):
     return logits
 
 
-@pytest.mark.parametrize("preset", ["testing", "cifar10_anytime", "cifar10_budgeted"])
-def test_exit_stages_chained_equal_the_model_and_split_its_layers(preset):
+@pytest.mark.parametrize(
+    "preset,split_blocks",
+    [("testing", None), ("testing", ()), ("cifar10_anytime", None), ("cifar10_anytime", (1, 3)),
+     ("cifar10_budgeted", None)],
+)  # fmt: skip
+def test_exit_stages_chained_equal_the_model_and_split_its_layers(preset, split_blocks):
     model = build_preset(preset)
-    stages = exit_stages(model)
+    stages = exit_stages(model, split_blocks)
     x = np.random.default_rng(1).normal(size=(2, *model.input_shape[1:])).astype("float32")
     for got, want in zip(_chain_split(stages, x), model(x, training=False), strict=True):
         np.testing.assert_array_equal(got, np.asarray(want))
@@ -72,6 +76,10 @@ def test_exit_stages_chained_equal_the_model_and_split_its_layers(preset):
     }
     assert sorted(n for n in names if n in computing) == sorted(computing)
     assert stages[-1].late is None and not stages[-1].output_sources
+    split = range(1, len(stages)) if split_blocks is None else split_blocks
+    for block, stage in enumerate(stages[:-1], start=1):
+        if block not in split:  # nothing deferred; split blocks defer what exit b doesn't read
+            assert stage.late is None and {p for p, _ in stage.output_sources} == {"input"}
 
 
 def test_exit_1_skips_the_finer_scales_of_block_1s_last_layers():
@@ -161,6 +169,17 @@ def test_engine_equals_the_simulated_budgeted_evaluation(engine, images, probs, 
     out = engine(images, thresholds)
     full = np.append(thresholds, -np.inf) if len(thresholds) == K - 1 else thresholds
     _assert_engine_equals_simulated(out, probs, full)
+
+
+@pytest.mark.parametrize("split_blocks", [None, (), (2,)])
+def test_every_split_of_the_blocks_gives_the_same_decisions(testing_model, images, probs,
+                                                            split_blocks):  # fmt: skip
+    engine = EarlyExitClassifier(testing_model, split_blocks=split_blocks)
+    for thresholds in (_budgeted(probs, 20), _budgeted(probs, 5), [np.inf, np.inf]):
+        _assert_engine_equals_simulated(engine(images, thresholds), probs,
+                                        check_thresholds(thresholds, K))  # fmt: skip
+        one = engine(images[7:8], thresholds)
+        _assert_engine_equals_simulated(one, probs[:, 7:8], check_thresholds(thresholds, K))
 
 
 def test_budgeted_thresholds_send_samples_to_every_exit(engine, images, probs):
