@@ -99,24 +99,18 @@ def image_sets(model, rng):
     return calibration, rng.normal(size=(_POOL.value, *shape)).astype("float32")
 
 
-def prefix_time_shares(model, batches, run_full):
-    """T_k / T_K: time of the model truncated after exit k over the full model's, per exit
-    (median of the paired ratios over interleaved repeats)."""
-    shares = []
+def prefix_time_shares(model, batches):
+    """T_k / T_K: time of the model truncated after exit k over the time of all exits, each
+    built and called the same way (a functional model of the served model's tensors, in a
+    `tf.function`), timed in turn; median of the paired ratios over the repeats."""
+    runs = []
     for k in range(1, len(model.outputs) + 1):
         prefix = keras.Model(model.inputs, model.outputs[:k])
         forward = tf.function(lambda images, m=prefix: m(images, training=False))
-
-        def run_prefix(forward=forward):
-            return [forward(x) for x in batches]
-
-        timed(run_prefix, 1)
-        ratios = [
-            timed(run_prefix, _ITERS.value) / timed(run_full, _ITERS.value)
-            for _ in range(_REPEATS.value)
-        ]
-        shares.append(statistics.median(ratios))
-    return np.array(shares)
+        runs.append(lambda forward=forward: [forward(x) for x in batches])
+        timed(runs[-1], 1)
+    times = [[timed(run, _ITERS.value) for run in runs] for _ in range(_REPEATS.value)]
+    return np.array([statistics.median(t[k] / t[-1] for t in times) for k in range(len(runs))])
 
 
 def main(argv):
@@ -141,7 +135,7 @@ def main(argv):
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
           f"{_BATCH.value}, {os.cpu_count()} cores, threads {_THREADS.value}, fold={_FOLD.value}; "
           f"full model {per_pass:.1f} ms per pass")  # fmt: skip
-    prefix_times = prefix_time_shares(served, batches, run_full)
+    prefix_times = prefix_time_shares(served, batches)
     print("\n| up to exit | 1 | " + " | ".join(str(k) for k in range(2, n_exits + 1)) + " |")
     print("|---|" + "---:|" * n_exits)
     print("| FLOPs, share of the full model | "
