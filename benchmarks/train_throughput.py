@@ -11,7 +11,9 @@ top-1/top-5 of every exit, the reference SGD with L2). CIFAR-10 is not on this m
 loader reads a synthetic copy in the official format (random uint8 images and labels, written to
 a temporary folder): same shapes and same pipeline, but not the real data.
 
-Modes: ``plain`` (``jit_compile=False``) and ``xla`` (``jit_compile=True``). One warm-up epoch per
+Modes: ``plain`` (the default config: ``jit_compile=False``, ``fast_kernels=True``), ``standard``
+(``fast_kernels=False``: Keras' own 1x1 convolutions and BatchNorm, see `msdnet_tf.kernels`) and
+``xla`` (``jit_compile=True``). One warm-up epoch per
 mode (tracing/compilation), then the modes alternate epoch by epoch (the machine is shared and
 noisy); images/s = ``batch * steps / epoch seconds``, median over repeats. The ratio column
 compares with the PyTorch reference's 115 images/s forward+backward on this kind of CPU (batch 64,
@@ -49,7 +51,9 @@ _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "A CIF
 _BATCH = flags.DEFINE_integer("batch", 64, "Global batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed epoch.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs per mode.")
-_MODES = flags.DEFINE_list("modes", ["plain", "xla"], "plain and/or xla (jit_compile=True).")
+_MODES = flags.DEFINE_list(
+    "modes", ["plain", "xla"], "plain, standard (fast_kernels=False) and/or xla (jit_compile=True)."
+)
 _REFERENCE = flags.DEFINE_float(
     "reference", 115.0, "Reference images/s (PyTorch forward+backward, batch 64)."
 )
@@ -66,7 +70,8 @@ _REFERENCE_REPO = flags.DEFINE_string(
     "reference_repo", None, "A local checkout of kalviny/MSDNet-PyTorch (its models/ folder)."
 )
 
-_JIT = {"plain": False, "xla": True}
+# mode -> (config.train.jit_compile, config.train.fast_kernels)
+_JIT = {"plain": (False, True), "standard": (False, False), "xla": (True, True)}
 
 
 def write_synthetic_cifar10(folder: str, train_images: int, test_images: int, seed: int = 0):
@@ -108,12 +113,12 @@ def _threads() -> tuple[int, int]:
     return intra, inter
 
 
-def _config(preset: str, data_dir: str, batch: int, jit: bool):
+def _config(preset: str, data_dir: str, batch: int, settings: tuple[bool, bool]):
     config = base_config(preset, "cifar10", epochs=300, batch_size=batch)
     config.train.intra_op_threads, config.train.inter_op_threads = _threads()
     config.data.data_dir = data_dir
     config.data.validation_size = 0
-    config.train.jit_compile = jit
+    config.train.jit_compile, config.train.fast_kernels = settings
     return config
 
 
