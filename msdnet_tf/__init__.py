@@ -23,6 +23,8 @@ _EXPORTS = {
     "base_config": "msdnet_tf.config",
     "fold_batchnorm": "msdnet_tf.optimize",
     "configure_cpu_threads": "msdnet_tf.optimize",
+    "use_fast_kernels": "msdnet_tf.kernels",
+    "use_standard_kernels": "msdnet_tf.kernels",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -38,7 +38,15 @@ import types
 import keras
 import tensorflow as tf
 
-__all__ = ["fast_kernel_layers", "use_fast_kernels", "use_standard_kernels"]
+__all__ = [
+    "batch_normalization_training",
+    "fast_kernel_layers",
+    "is_fusable_batchnorm",
+    "is_pointwise_conv",
+    "pointwise_convolution",
+    "use_fast_kernels",
+    "use_standard_kernels",
+]
 
 # The instance attribute each swap sets, per layer class.
 _POINTWISE_ATTRIBUTE = "convolution_op"

@@ -237,3 +237,13 @@ def test_training_compiles_with_fast_kernels_as_configured(fast):
     model = training.compile_model(training.build_model(config), config, steps_per_epoch=2)
     assert bool(fast_kernel_layers(model)["batchnorm"]) is fast
     assert bool(fast_kernel_layers(model)["pointwise_conv"]) is fast
+
+
+def test_public_api_of_the_package():
+    import msdnet_tf
+    from msdnet_tf import kernels
+
+    assert msdnet_tf.use_fast_kernels is kernels.use_fast_kernels
+    assert msdnet_tf.use_standard_kernels is kernels.use_standard_kernels
+    for name in kernels.__all__:
+        assert callable(getattr(kernels, name)), name
