@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import randomize_batchnorm
 
 from msdnet_tf import training
 from msdnet_tf.config import base_config
@@ -26,14 +27,7 @@ def _batchnorm(shape, **kwargs):
     """A built BatchNormalization with non-trivial gamma, beta and moving statistics."""
     layer = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, **kwargs)
     layer.build(shape)
-    c = layer.moving_mean.shape[0]
-    if layer.scale:
-        layer.gamma.assign(RNG.uniform(0.5, 1.5, c))
-    if layer.center:
-        layer.beta.assign(RNG.normal(0.0, 0.2, c))
-    layer.moving_mean.assign(RNG.normal(0.0, 0.3, c))
-    layer.moving_variance.assign(RNG.uniform(0.3, 2.0, c))
-    return layer
+    return randomize_batchnorm(layer, seed=len(shape))
 
 
 def _twin(layer, shape):
@@ -145,14 +139,7 @@ def test_only_eligible_layers_are_swapped():
 @pytest.fixture(scope="module")
 def models():
     """Two `testing` MSD-Nets with the same non-trivial weights; the second runs fast kernels."""
-    plain = build_preset("testing")
-    for layer in plain.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.gamma.assign(RNG.uniform(0.5, 1.5, c))
-            layer.beta.assign(RNG.normal(0.0, 0.2, c))
-            layer.moving_mean.assign(RNG.normal(0.0, 0.3, c))
-            layer.moving_variance.assign(RNG.uniform(0.3, 2.0, c))
+    plain = randomize_batchnorm(build_preset("testing"))
     fast = build_preset("testing")
     fast.set_weights(plain.get_weights())
     counts = use_fast_kernels(fast)

@@ -4,25 +4,11 @@ import golden
 import keras
 import numpy as np
 import pytest
+from helpers import randomize_batchnorm
 
 from msdnet_tf.convert import load_reference_weights
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm, foldable_pairs
 from msdnet_tf.presets import build_preset
-
-
-def _randomize_batchnorm(model, seed=0):
-    """Non-trivial BatchNorm statistics and affine parameters (a fresh model has the identity)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, c))
-            if layer.center:
-                layer.beta.assign(rng.normal(0.0, 0.2, c))
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, c))
-            layer.moving_variance.assign(rng.uniform(0.3, 2.0, c))
-    return model
 
 
 def _outputs(model, x):
@@ -37,7 +23,7 @@ def _batchnorm_names(model):
 
 @pytest.mark.parametrize("preset", ["testing", "cifar10_anytime"])
 def test_fold_batchnorm_equals_the_original_in_inference_mode(preset):
-    model = _randomize_batchnorm(build_preset(preset))
+    model = randomize_batchnorm(build_preset(preset))
     before = [w.numpy().copy() for w in model.weights]
     folded = fold_batchnorm(model)
 
@@ -74,7 +60,7 @@ def test_folded_golden_model_gives_the_reference_logits():
 
 
 def test_folded_model_saves_and_loads_in_safe_mode(tmp_path, testing_model):
-    folded = fold_batchnorm(_randomize_batchnorm(keras.models.clone_model(testing_model)))
+    folded = fold_batchnorm(randomize_batchnorm(keras.models.clone_model(testing_model)))
     path = tmp_path / "folded.keras"
     folded.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -107,7 +93,7 @@ def _small_model():
     out = keras.layers.Dense(3, name="dense")(e)
     out_conv = keras.layers.Conv2D(2, 1, name="out_conv")(d)
     out_bn = keras.layers.BatchNormalization(name="out_bn")(out_conv)
-    return _randomize_batchnorm(keras.Model(image, [out, out_bn], name="small"), seed=3)
+    return randomize_batchnorm(keras.Model(image, [out, out_bn], name="small"), seed=3)
 
 
 def test_fold_batchnorm_folds_only_safe_pairs():
