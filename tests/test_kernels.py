@@ -234,3 +234,22 @@ def test_public_api_of_the_package():
     assert msdnet_tf.use_standard_kernels is kernels.use_standard_kernels
     for name in kernels.__all__:
         assert callable(getattr(kernels, name)), name
+
+
+def test_fused_batchnorm_under_mixed_precision_matches_keras():
+    """bfloat16 inputs: statistics in float32 (as Keras), output in the compute dtype."""
+    shape = (8, 4, 4, 5)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras_layer = _batchnorm(shape)
+        fast_layer = _twin(keras_layer, shape)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    use_fast_kernels(keras.Sequential([keras.Input(shape[1:]), fast_layer]))
+    assert fast_kernel_layers(keras.Sequential([fast_layer]))["batchnorm"] == [fast_layer.name]
+    x = tf.cast(RNG.normal(size=shape) * 2.0 + 1.0, tf.bfloat16)
+    want, got = keras_layer(x, training=True), fast_layer(x, training=True)
+    assert got.dtype == want.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(want, tf.float32), atol=2e-2)
+    for a, b in zip(keras_layer.non_trainable_weights, fast_layer.non_trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
