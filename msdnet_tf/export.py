@@ -38,6 +38,7 @@ from msdnet_tf.early_exit import (
     EarlyExitClassifier,
     block_stages,
     check_thresholds,
+    exit_stages,
     num_exits,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "EarlyExitClassifier",
     "block_stages",
     "check_thresholds",
+    "exit_stages",
     "export_model",
     "export_run",
     "export_saved_model",
