@@ -169,7 +169,7 @@ def exit_stages(model: keras.Model, split_blocks=None) -> list[ExitStage]:
     """
     stages, features = [], list(model.inputs)
     n_exits = num_exits(model)
-    split_blocks = range(1, n_exits + 1) if split_blocks is None else split_blocks
+    split_blocks = _checked_blocks(split_blocks, n_exits)
     for block in range(1, n_exits + 1):
         outputs = [model.get_layer(name).output for name in block_output_layer_names(model, block)]
         logits = model.get_layer(f"exit{block}_logits").output
@@ -196,6 +196,24 @@ def exit_stages(model: keras.Model, split_blocks=None) -> list[ExitStage]:
         stages.append(ExitStage(early, late, late_sources, output_sources))
         features = outputs
     return stages
+
+
+def _checked_blocks(split_blocks, n_exits: int) -> set[int]:
+    """`split_blocks` as a set of block numbers in 1..n_exits (None: all of them)."""
+    if split_blocks is None:
+        return set(range(1, n_exits + 1))
+    try:
+        blocks = set(split_blocks)
+    except TypeError:
+        blocks = None
+    if blocks is None or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= n_exits for b in blocks
+    ):
+        raise ValueError(
+            f"`split_blocks` must be None or block numbers from 1 to {n_exits}. "
+            f"Received: split_blocks={split_blocks!r}"
+        )
+    return blocks
 
 
 def _index(tensors, tensor) -> int:

@@ -261,6 +261,12 @@ def test_bad_calls_are_rejected(testing_model, images):
         EarlyExitClassifier(testing_model, [0.5, 0.5])(images[:2, :8, :8])
 
 
+@pytest.mark.parametrize("split_blocks", [(0,), (4,), 1, ("1",), (True,)])
+def test_bad_split_blocks_are_rejected(testing_model, split_blocks):
+    with pytest.raises(ValueError, match=r"block numbers from 1 to 3. Received: split_blocks="):
+        EarlyExitClassifier(testing_model, split_blocks=split_blocks)
+
+
 def test_thresholds_are_rounded_up_to_float32():
     below_half = float(np.nextafter(np.float32(0.5), np.float32(0.0)))
     t = check_thresholds([below_half + 1e-12, 0.25, -1e300], K)
