@@ -63,7 +63,7 @@ def base_config(
     config.train.mixed_precision = False
     config.train.jit_compile = False
     # msdnet_tf.kernels: 1x1 convs as matrix products and training-mode BatchNorm as fused XLA
-    # kernels; same model and numbers to float32 rounding, ~1.2x faster steps (RESULTS.md).
+    # kernels; same model and numbers to float32 rounding, ~1.3x faster steps (RESULTS.md).
     config.train.fast_kernels = True
     config.train.strategy = "default"  # default | mirrored | multi_worker | tpu
     config.train.steps_per_epoch = -1  # -1: the whole training split every epoch
