@@ -5,7 +5,12 @@
 A mode is ``<execution>[+fold][+kernels][+bf16]``:
 
 * execution ``eager`` (``model(x, training=...)`` called eagerly), ``function`` (inside
-  ``tf.function``) or ``xla`` (``tf.function(jit_compile=True)``);
+  ``tf.function``), ``xla`` (``tf.function(jit_compile=True)``) or ``tflite`` (inference only:
+  the shipped float32 TFLite export, `msdnet_tf.export.to_tflite`, run by the TFLite interpreter
+  with its default XNNPACK delegate on as many threads as the worker's thread setting allows;
+  it returns probabilities, so its deviation is measured on log-probabilities);
+* ``+parallel`` (``tflite`` only): `msdnet_tf.lite.LiteClassifier` instead of one interpreter:
+  sub-batches of ``--sub_batch`` images shared by one single-threaded interpreter per thread;
 * ``+fold``: inference on ``msdnet_tf.fold_batchnorm(model)`` (BatchNorm folded into the convs;
   inference only);
 * ``+kernels``: `msdnet_tf.kernels.use_fast_kernels` (1x1 convolutions as matrix products,
@@ -48,6 +53,7 @@ from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
+_SUB_BATCH = flags.DEFINE_integer("sub_batch", 16, "Images per interpreter call, tflite+parallel.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per (worker, mode).")
 _INFER = flags.DEFINE_list(
@@ -83,20 +89,28 @@ _REFERENCE_REPO = flags.DEFINE_string(
     "reference_repo", None, "A local checkout of kalviny/MSDNet-PyTorch (its models/ folder)."
 )
 
-_EXECUTIONS = ("eager", "function", "xla")
+_EXECUTIONS = ("eager", "function", "xla", "tflite")
 
 
 def parse_mode(mode: str, task: str) -> tuple[str, set[str]]:
     """``'xla+fold+bf16'`` -> ``('xla', {'fold', 'bf16'})``; validates the combination."""
     execution, *options = mode.split("+")
-    unknown = set(options) - {"fold", "kernels", "bf16"}
+    unknown = set(options) - {"fold", "kernels", "bf16", "parallel"}
     if execution not in _EXECUTIONS or unknown or len(set(options)) != len(options):
         raise ValueError(
-            "A mode is eager|function|xla followed by optional '+fold', '+kernels' and '+bf16'. "
+            "A mode is eager|function|xla|tflite followed by optional '+fold', '+kernels' and "
+            "'+bf16'. "
             f"Received: mode={mode!r}"
         )
     if task == "train" and "fold" in options:
         raise ValueError(f"'+fold' is an inference rewrite. Received: train mode={mode!r}")
+    if "parallel" in options and execution != "tflite":
+        raise ValueError(f"'+parallel' is a tflite option. Received: {task} mode={mode!r}")
+    if execution == "tflite" and (task == "train" or set(options) - {"fold", "parallel"}):
+        raise ValueError(
+            "'tflite' is an inference mode and takes only '+fold' and '+parallel'. "
+            f"Received: {task} mode={mode!r}"
+        )
     return execution, set(options)
 
 
@@ -150,6 +164,24 @@ def make_forward(model, execution):
     return tf.function(forward, jit_compile=(execution == "xla"))
 
 
+def make_tflite_forward(model, threads, parallel, sub_batch):
+    """The TFLite export of `model` on `threads` threads: ``x -> (log-probabilities, ...)``."""
+    from msdnet_tf.export import to_tflite
+    from msdnet_tf.lite import LiteClassifier, interpreter
+
+    content = to_tflite(model)
+    if parallel:
+        classifier = LiteClassifier(content, workers=threads, sub_batch=sub_batch)
+        return lambda x: np.log(classifier(np.asarray(x)))
+    runner = interpreter(content, threads).get_signature_runner("serving_default")
+
+    def forward(x):
+        outputs = runner(images=np.asarray(x))
+        return [np.log(outputs[f"exit{k}_probs"]) for k in range(1, len(outputs) + 1)]
+
+    return forward
+
+
 def make_train_step(model, execution):
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -171,7 +203,7 @@ def time_call(fn, args, iters):
     start = time.perf_counter()
     for _ in range(iters):
         out = fn(*args)
-    tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for the last step
+    tf.nest.map_structure(np.asarray, out)  # wait for the last step
     return time.perf_counter() - start
 
 
@@ -198,7 +230,13 @@ def _worker(conn, settings):
                 model = fold_batchnorm(model)
             if "kernels" in options:
                 use_fast_kernels(model)
-            if task == "infer":
+            if execution == "tflite":
+                threads = settings["threads"]
+                threads = os.cpu_count() if threads is None else threads[0] * threads[1]
+                fn = make_tflite_forward(model, threads, "parallel" in options,
+                                         settings["sub_batch"])  # fmt: skip
+                args = (x,)
+            elif task == "infer":
                 fn, args = make_forward(model, execution), (x,)
             else:
                 fn, args = make_train_step(model, execution), (x, y)
@@ -207,9 +245,12 @@ def _worker(conn, settings):
             fn(*args)
             warmup[task, mode] = time.perf_counter() - start
             if task == "infer":
+                expected = reference
+                if execution == "tflite":
+                    expected = [np.asarray(tf.nn.log_softmax(r)) for r in reference]
                 deviation[task, mode] = max(
                     float(np.abs(np.asarray(tf.cast(o, "float32")) - r).max())
-                    for o, r in zip(out, reference)
+                    for o, r in zip(out, expected)
                 )
             fns[task, mode] = (fn, args)
     conn.send({"warmup": warmup, "deviation": deviation, "logit_scale": max(
@@ -263,6 +304,7 @@ def main(argv):
         for spec in _THREADS.value:
             settings = dict(
                 preset=_PRESET.value, batch=_BATCH.value, iters=_ITERS.value,
+                sub_batch=_SUB_BATCH.value,
                 threads=parse_threads(spec), infer_modes=tasks["infer"],
                 train_modes=tasks["train"],
             )  # fmt: skip

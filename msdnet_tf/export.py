@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -41,6 +40,7 @@ from msdnet_tf.early_exit import (
     exit_stages,
     num_exits,
 )
+from msdnet_tf.lite import LiteClassifier, interpreter, tensorflow_lite
 
 __all__ = [
     # Re-exported from msdnet_tf.early_exit, where they live.
@@ -128,26 +128,17 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: boo
     return path
 
 
-def _lite():
-    lite = getattr(tf, "lite", None)
-    if lite is None or not hasattr(lite, "TFLiteConverter"):
-        raise RuntimeError(
-            "TFLite conversion needs `tf.lite.TFLiteConverter`, which this TensorFlow build "
-            f"does not have. Received: tensorflow {tf.__version__}"
-        )
-    return lite
-
-
 def to_tflite(model: keras.Model) -> bytes:
     """Converts the anytime model to a float32 TFLite flatbuffer.
 
     The flatbuffer has one signature, ``serving_default``: input ``images`` (float32, the batch
-    size can be resized), outputs ``exit1_probs`` ... ``exitK_probs``, as the SavedModel's.
+    size can be resized), outputs ``exit1_probs`` ... ``exitK_probs``, as the SavedModel's. Run
+    it with `msdnet_tf.lite.LiteClassifier` (parallel sub-batches) or `tflite_probabilities`.
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
     """
-    lite = _lite()
+    lite = tensorflow_lite()
     module = _Serving(model)
     function = module.serving_default.get_concrete_function()
     converter = lite.TFLiteConverter.from_concrete_functions([function], module)
@@ -155,27 +146,16 @@ def to_tflite(model: keras.Model) -> bytes:
     return converter.convert()
 
 
-def _interpreter(content: bytes):
-    """A TFLite interpreter: LiteRT's when installed, else TensorFlow's own."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        lite = _lite()
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter warns that it moves to LiteRT (ai_edge_litert), which is not
-            # a dependency; it still works in this TensorFlow.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-            return lite.Interpreter(model_content=content)
-    return Interpreter(model_content=content)
-
-
-def tflite_probabilities(content: bytes, images) -> np.ndarray:
+def tflite_probabilities(content: bytes, images, num_threads: int | None = None) -> np.ndarray:
     """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
+
+    One interpreter on the whole batch, `num_threads` threads (`msdnet_tf.lite.LiteClassifier`
+    is the fast way on a multi-core CPU).
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
     """
-    runner = _interpreter(content).get_signature_runner("serving_default")
+    runner = interpreter(content, num_threads).get_signature_runner("serving_default")
     outputs = runner(images=np.asarray(images, np.float32))
     names = sorted(outputs, key=lambda name: int(name[len("exit") : -len("_probs")]))
     return np.stack([outputs[name] for name in names])
@@ -356,8 +336,7 @@ def export_run(
         "paths": paths,
     }
     if tflite:
-        with open(paths["tflite"], "rb") as f:
-            lite = tflite_probabilities(f.read(), images)
+        lite = LiteClassifier(paths["tflite"])(images)
         check["tflite"] = {
             "top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in lite],
             "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
