@@ -19,9 +19,14 @@ heads up to k, `tf.function`, same batches) is timed too: T_k. The *time ceiling
 leaving at exit k with probability p_k, cost what they cost in the full batch: what the hardware
 allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 
-Every graph is called through its concrete function (``get_concrete_function()``), as a served
-SavedModel signature is: Python's argument matching of a `tf.function` call (~0.1-0.3 ms here)
-would otherwise weigh on every single-image call, on both sides.
+``--engine lite`` times the TFLite runtime instead: `msdnet_tf.lite.LiteEarlyExit` on the
+`msdnet_tf.export.to_tflite_segments` flatbuffers against `msdnet_tf.lite.LiteClassifier` on
+the `to_tflite` flatbuffer (the full model), both with ``--workers`` single-threaded
+interpreters on sub-batches of ``--sub_batch`` images; prefix times from the TFLite prefixes.
+
+Every TensorFlow graph is called through its concrete function (``get_concrete_function()``),
+as a served SavedModel signature is: Python's argument matching of a `tf.function` call
+(~0.1-0.3 ms here) would otherwise weigh on every single-image call, on both sides.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from absl import app, flags  # noqa: E402
 from msdnet_tf.costs import per_exit_costs  # noqa: E402
 from msdnet_tf.data import load_dataset  # noqa: E402
 from msdnet_tf.early_exit import EarlyExitClassifier  # noqa: E402
+from msdnet_tf.export import to_tflite, to_tflite_segments  # noqa: E402
+from msdnet_tf.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
 
@@ -56,6 +63,12 @@ _FOLD = flags.DEFINE_bool("fold", False, "Fold BatchNorm into the convs (engine 
 _THREADS = flags.DEFINE_string(
     "threads", "default", "TensorFlow's thread pools: 'default' or INTRAxINTER (e.g. 1x2)."
 )
+
+_ENGINE = flags.DEFINE_enum(
+    "engine", "tf", ["tf", "lite"], "TensorFlow graphs, or the TFLite runtime (see above)."
+)
+_WORKERS = flags.DEFINE_integer("workers", None, "--engine lite: interpreters (default: cores).")
+_SUB_BATCH = flags.DEFINE_integer("sub_batch", 16, "--engine lite: images per sub-batch.")
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
 BUDGETS = {
@@ -110,14 +123,22 @@ def _concrete(model):
     return forward.get_concrete_function()
 
 
+def _full_model(model):
+    """The full model (all exits) as the engine's runtime runs it: ``batch -> outputs``."""
+    if _ENGINE.value == "lite":
+        return LiteClassifier(to_tflite(model), _WORKERS.value, _SUB_BATCH.value)
+    return _concrete(model)
+
+
 def prefix_time_shares(model, batches):
     """T_k / T_K: time of the model truncated after exit k over the time of all exits, each
     built and called the same way (a functional model of the served model's tensors, in a
-    `tf.function`), timed in turn; median of the paired ratios over the repeats."""
+    `tf.function` or converted to TFLite), timed in turn; median of the paired ratios over the
+    repeats."""
     runs = []
     for k in range(1, len(model.outputs) + 1):
         prefix = keras.Model(model.inputs, model.outputs[:k])
-        forward = _concrete(prefix)
+        forward = _full_model(prefix)
         runs.append(lambda forward=forward: [forward(x) for x in batches])
         timed(runs[-1], 1)
     times = [[timed(run, _ITERS.value) for run in runs] for _ in range(_REPEATS.value)]
@@ -132,12 +153,18 @@ def main(argv):
     costs = [c.cumulative_flops for c in per_exit_costs(model)]
     n_exits = len(costs)
     calibration, pool = image_sets(model, np.random.default_rng(0))
-    batches = [tf.constant(pool[i : i + _BATCH.value]) for i in range(0, len(pool), _BATCH.value)]
+    batches = [pool[i : i + _BATCH.value] for i in range(0, len(pool), _BATCH.value)]
+    if _ENGINE.value == "tf":
+        batches = [tf.constant(x) for x in batches]
     conf = np.stack([tf.nn.softmax(o).numpy().max(-1) for o in model.predict(calibration, 64, 0)])
     served = fold_batchnorm(model) if _FOLD.value else model
-    full = _concrete(served)
-    engine = EarlyExitClassifier(served)
-    early_exit = engine.function.get_concrete_function()
+    full = _full_model(served)
+    if _ENGINE.value == "lite":
+        engine = LiteEarlyExit(to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value)
+        early_exit = engine
+    else:
+        engine = EarlyExitClassifier(served)
+        early_exit = engine.function.get_concrete_function()
 
     def run_full():
         return [full(x) for x in batches]
@@ -145,7 +172,8 @@ def main(argv):
     run_full()
     per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
-          f"{_BATCH.value}, {os.cpu_count()} cores, threads {_THREADS.value}, fold={_FOLD.value}; "
+          f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}, threads "
+          f"{_THREADS.value}, fold={_FOLD.value}; "
           f"full model {per_pass:.1f} ms per pass")  # fmt: skip
     prefix_times = prefix_time_shares(served, batches)
     print("\n| up to exit | 1 | " + " | ".join(str(k) for k in range(2, n_exits + 1)) + " |")
@@ -161,9 +189,11 @@ def main(argv):
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, fractions in BUDGETS.items():
         fractions = fractions or [1.0 / n_exits] * (n_exits - 1)
-        t = tf.constant(thresholds_for(conf, fractions))
+        t = thresholds_for(conf, fractions)
+        if _ENGINE.value == "tf":
+            t = tf.constant(t)
         # The prediction uses the exit distribution of the timed images themselves.
-        counts = np.bincount(engine(pool, t.numpy())["exit_index"], minlength=n_exits)
+        counts = np.bincount(engine(pool, np.asarray(t))["exit_index"], minlength=n_exits)
         predicted = costs[-1] / float(np.dot(counts / counts.sum(), costs))
 
         def run_engine(t=t):

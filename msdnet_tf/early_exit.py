@@ -34,6 +34,7 @@ __all__ = [
     "ExitStage",
     "block_stages",
     "check_thresholds",
+    "exit_segments",
     "exit_stages",
     "num_exits",
 ]
@@ -196,6 +197,41 @@ def exit_stages(model: keras.Model, split_blocks=None) -> list[ExitStage]:
         stages.append(ExitStage(early, late, late_sources, output_sources))
         features = outputs
     return stages
+
+
+def exit_segments(model: keras.Model, split_blocks=(1,)) -> list[keras.Model]:
+    """Cuts an MSD-Net into K segments that each end at an exit, sharing the layers of `model`.
+
+    Segment k (1-based) computes the rest of block k-1 (what `exit_stages` defers to after exit
+    k-1's decision; nothing for an unsplit block) and the part of block k that exit k reads:
+    ``[*frontier_{k-1}] -> [*frontier_k, exit k logits]``, where frontier_k is what the rest of
+    the network reads from segment k (the image is frontier_0; the last segment returns only its
+    logits). Chained, the segments compute exactly what `model` computes; an early exit runs
+    segment k+1 only for the samples that stay after exit k, with no work left between the
+    segments (the form a runtime without graph control flow, such as TFLite, needs).
+
+    Args:
+        model: an MSD-Net built by `msdnet_tf.build_msdnet` (or loaded from `.keras`).
+        split_blocks: as in `exit_stages` (default: block 1).
+
+    Returns:
+        K functional models ``segment{k}``, in exit order.
+    """
+    n_exits = num_exits(model)
+    split_blocks = _checked_blocks(split_blocks, n_exits)
+    segments, features, frontier = [], list(model.inputs), list(model.inputs)
+    for block in range(1, n_exits + 1):
+        outputs = [model.get_layer(name).output for name in block_output_layer_names(model, block)]
+        logits = model.get_layer(f"exit{block}_logits").output
+        if block == n_exits:
+            segments.append(keras.Model(frontier, logits, name=f"segment{block}"))
+            break
+        early_needs = [logits] if block in split_blocks else [*outputs, logits]
+        early_layers = {id(layer) for layer in keras.Model(features, early_needs).layers}
+        following = _frontier(outputs, features, early_layers)
+        segments.append(keras.Model(frontier, [*following, logits], name=f"segment{block}"))
+        features, frontier = outputs, following
+    return segments
 
 
 def _checked_blocks(split_blocks, n_exits: int) -> set[int]:

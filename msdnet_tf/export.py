@@ -37,10 +37,11 @@ from msdnet_tf.early_exit import (
     EarlyExitClassifier,
     block_stages,
     check_thresholds,
+    exit_segments,
     exit_stages,
     num_exits,
 )
-from msdnet_tf.lite import LiteClassifier, interpreter, tensorflow_lite
+from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, interpreter, tensorflow_lite
 
 __all__ = [
     # Re-exported from msdnet_tf.early_exit, where they live.
@@ -54,6 +55,7 @@ __all__ = [
     "run_thresholds",
     "tflite_probabilities",
     "to_tflite",
+    "to_tflite_segments",
 ]
 
 
@@ -76,6 +78,8 @@ class _Serving(tf.Module):
 
         def probabilities(images):
             logits = model(images, training=False)
+            if not isinstance(logits, (list, tuple)):  # a one-exit model
+                logits = [logits]
             return {
                 f"exit{k}_probs": tf.nn.softmax(tf.cast(x, tf.float32))
                 for k, x in enumerate(logits, start=1)
@@ -146,6 +150,54 @@ def to_tflite(model: keras.Model) -> bytes:
     return converter.convert()
 
 
+class _Segment(tf.Module):
+    """One `exit_segments` segment as a TFLite-convertible function: inputs ``in0``...,
+    outputs ``probs`` (the exit's softmax) and ``out0``... (what the next segment reads)."""
+
+    def __init__(self, segment: keras.Model):
+        super().__init__(name=segment.name)
+        self.segment_variables = [v.value for v in segment.variables]
+        specs = [
+            tf.TensorSpec([None, *t.shape[1:]], tf.float32, name=f"in{i}")
+            for i, t in enumerate(segment.inputs)
+        ]
+
+        def run(*features):
+            outputs = segment(list(features), training=False)
+            *following, logits = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            result = {"probs": tf.nn.softmax(tf.cast(logits, tf.float32))}
+            result.update({f"out{i}": tf.identity(t) for i, t in enumerate(following)})
+            return result
+
+        self.serve = tf.function(run, input_signature=specs, autograph=False)
+
+
+def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
+    """Converts an MSD-Net to K float32 TFLite flatbuffers, one per `exit_segments` segment.
+
+    Segment k's signature ``serving_default`` takes ``in0``, ``in1``... (the image for k = 1,
+    then what segment k-1 returned as ``out0``, ``out1``...) and returns ``probs`` (exit k's
+    softmax, ``[N, classes]``) and ``out0``... for segment k+1. `msdnet_tf.lite.LiteEarlyExit`
+    chains them with a real early exit, which one TFLite graph cannot express.
+
+    Args:
+        model: an MSD-Net.
+        split_blocks: as in `msdnet_tf.early_exit.exit_stages` (default: block 1).
+
+    Raises:
+        RuntimeError: this TensorFlow build has no `tf.lite`.
+    """
+    lite = tensorflow_lite()
+    contents = []
+    for segment in exit_segments(model, split_blocks):
+        module = _Segment(segment)
+        function = module.serve.get_concrete_function()
+        converter = lite.TFLiteConverter.from_concrete_functions([function], module)
+        converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS]
+        contents.append(converter.convert())
+    return contents
+
+
 def tflite_probabilities(content: bytes, images, num_threads: int | None = None) -> np.ndarray:
     """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
 
@@ -187,8 +239,9 @@ def export_model(
     """Writes every export format of `model` into `out_dir`.
 
     Files: ``saved_model/`` (`export_saved_model`), ``model.keras``, ``thresholds.json`` (when
-    thresholds are given: float32-exact values, ``"inf"`` / ``"-inf"`` strings) and
-    ``model.tflite`` (when `tflite`).
+    thresholds are given: float32-exact values, ``"inf"`` / ``"-inf"`` strings), and when
+    `tflite`: ``model.tflite`` (`to_tflite`) and ``tflite_segments/segment{k}.tflite``
+    (`to_tflite_segments`, for `msdnet_tf.lite.LiteEarlyExit`).
 
     Args:
         model: an MSD-Net.
@@ -198,7 +251,8 @@ def export_model(
         fold: the SavedModel serves the BatchNorm-folded model (see `export_saved_model`).
 
     Returns:
-        A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``) to path.
+        A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``,
+        ``tflite_segments``) to path.
     """
     os.makedirs(out_dir, exist_ok=True)
     paths = {"saved_model": os.path.join(out_dir, "saved_model")}
@@ -214,7 +268,43 @@ def export_model(
         paths["tflite"] = os.path.join(out_dir, "model.tflite")
         with open(paths["tflite"], "wb") as f:
             f.write(to_tflite(model))
+        paths["tflite_segments"] = os.path.join(out_dir, "tflite_segments")
+        os.makedirs(paths["tflite_segments"], exist_ok=True)
+        for k, content in enumerate(to_tflite_segments(model), start=1):
+            with open(os.path.join(paths["tflite_segments"], f"segment{k}.tflite"), "wb") as f:
+                f.write(content)
     return paths
+
+
+def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
+    """The TFLite files against the Keras model: accuracy per exit, and the TFLite early exit
+    against the simulated evaluation of the TFLite probabilities, with its wall-clock speed-up
+    over the full TFLite model (`msdnet_tf.lite`, sub-batches on every core)."""
+    classifier = LiteClassifier(paths["tflite"])
+    lite = classifier(images)
+    engine = LiteEarlyExit(paths["tflite_segments"], thresholds)
+    out = engine(images)
+    simulated = evaluation.budgeted_evaluate(lite, labels, thresholds, flops)
+    counts = np.bincount(out["exit_index"], minlength=len(flops))
+    full_seconds = _median_seconds(lambda: classifier(images), repeats)
+    early_seconds = _median_seconds(lambda: engine(images), repeats)
+    return {
+        "top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in lite],
+        "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
+        "max_abs_diff": float(np.abs(lite - test_probs).max()),
+        "early_exit": {
+            "accuracy": float(np.mean(out["class_id"] == labels)),
+            "exit_counts": counts.tolist(),
+            "equals_simulated_evaluation": bool(
+                np.array_equal(out["exit_index"], simulated.exit_index)
+                and np.array_equal(out["class_id"], simulated.predictions)
+            ),
+            "full_s": full_seconds,
+            "early_exit_s": early_seconds,
+            "measured_speedup": full_seconds / early_seconds,
+            "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
+        },
+    }
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -256,7 +346,11 @@ def export_run(
       (`msdnet_tf.evaluation.budgeted_evaluate`) on the same thresholds;
     * wall-clock time of both signatures over the test split (median of `repeats`, batches of
       `batch_size`), the measured speed-up and the one the FLOPs predict;
-    * with `tflite`, the TFLite model's per-exit test accuracy next to the Keras model's.
+    * with `tflite`, the TFLite model's per-exit test accuracy next to the Keras model's, and
+      the TFLite early exit (`msdnet_tf.lite.LiteEarlyExit` on the same thresholds): whether
+      it equals the simulated evaluation of the TFLite probabilities, and its wall-clock
+      speed-up over the full TFLite model (`msdnet_tf.lite.LiteClassifier`), whole test split
+      per call.
 
     The results go to ``out_dir/export_check.json`` and are returned.
 
@@ -336,12 +430,8 @@ def export_run(
         "paths": paths,
     }
     if tflite:
-        lite = LiteClassifier(paths["tflite"])(images)
-        check["tflite"] = {
-            "top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in lite],
-            "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
-            "max_abs_diff": float(np.abs(lite - test_probs).max()),
-        }
+        check["tflite"] = _tflite_check(paths, images, labels, test_probs, thresholds, flops,
+                                        repeats)  # fmt: skip
     check = evaluation.json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
     evaluation.write_json(check, os.path.join(out_dir, "export_check.json"))
     return check

@@ -14,11 +14,18 @@ channels). `LiteClassifier` adds what a server wants on top:
 Outputs are the exits' softmax probabilities, equal to the Keras model's up to float32
 round-off (XNNPACK sums in another order: ~1e-6). Measured speed: benchmarks/RESULTS.md.
 
+`LiteEarlyExit` is a real early exit on the same runtime: one TFLite graph has no
+data-dependent control flow, so `msdnet_tf.export.to_tflite_segments` cuts the model at its
+exits into K flatbuffers (`msdnet_tf.early_exit.exit_segments`) and the engine chains them,
+sending to segment k+1 only the images whose exit-k confidence is below ``T_k``.
+
 Example:
-    >>> from msdnet_tf.export import to_tflite
+    >>> from msdnet_tf.export import to_tflite, to_tflite_segments
     >>> classifier = LiteClassifier(to_tflite(model))
     >>> probs = classifier(images)            # (K, N, classes)
     >>> classes = probs[-1].argmax(-1)        # the last exit's predictions
+    >>> engine = LiteEarlyExit(to_tflite_segments(model), thresholds)
+    >>> out = engine(images)                  # {"class_id", "probability", "exit_index"}
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["LiteClassifier", "interpreter"]
+__all__ = ["LiteClassifier", "LiteEarlyExit", "interpreter"]
 
 _SIGNATURE = "serving_default"
 
@@ -97,7 +104,70 @@ def _read(content) -> bytes:
         return f.read()
 
 
-class LiteClassifier:
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
+    return int(value)
+
+
+def _check_images(images, image_shape) -> np.ndarray:
+    """`images` as a C-contiguous float32 ``(N, *image_shape)`` array of finite numbers."""
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[1:] != tuple(image_shape):
+        raise ValueError(
+            f"`images` must be (N, {', '.join(map(str, image_shape))}). "
+            f"Received: shape {array.shape}"
+        )
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"`images` must be numbers. Received: dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("`images` must be finite. Received: NaN or inf values")
+    return array
+
+
+class _ParallelLite:
+    """Base of the TFLite runners: `workers` single-threaded interpreter sets, each running its
+    share of a batch's sub-batches of `sub_batch` images, concurrently (the interpreter
+    releases the GIL while it runs).
+
+    Sub-batch activations stay in the core's cache from one layer to the next, where a batch
+    of 64 does not, and one interpreter per core needs no synchronisation between threads
+    inside each layer, as one multi-threaded interpreter does.
+    """
+
+    def __init__(self, workers: int | None, sub_batch: int):
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        self.workers = _positive("workers", workers)
+        self.sub_batch = _positive("sub_batch", sub_batch)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lite")
+        weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def _run_share(self, worker: int, share: np.ndarray, *args):
+        """What interpreter set `worker` computes for its share of a batch."""
+        raise NotImplementedError
+
+    def _chunks(self, n: int) -> list[slice]:
+        """``ceil(n / sub_batch)`` slices of near-equal sizes covering ``range(n)``."""
+        count = -(-n // self.sub_batch)
+        bounds = np.linspace(0, n, count + 1).round().astype(int)
+        return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+    def _map_shares(self, images: np.ndarray, *args) -> list:
+        """`_run_share` of each worker's share of `images` (near-equal, contiguous parts; one
+        share when the batch fits one sub-batch), concurrently, in input order. A new batch size
+        costs an interpreter a re-plan (~0.1 ms), not a re-conversion."""
+        count = min(self.workers, len(self._chunks(len(images))))
+        if count <= 1:
+            return [self._run_share(0, images, *args)]
+        bounds = np.linspace(0, len(images), count + 1).round().astype(int)
+        shares = [images[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        return list(
+            self._pool.map(self._run_share, range(count), shares, *([a] * count for a in args))
+        )
+
+
+class LiteClassifier(_ParallelLite):
     """The anytime model's TFLite export, run by parallel single-threaded interpreters.
 
     ``classifier(images)`` returns the probabilities of every exit, ``(K, N, classes)``
@@ -122,68 +192,239 @@ class LiteClassifier:
     """
 
     def __init__(self, content, workers: int | None = None, sub_batch: int = 16):
-        workers = (os.cpu_count() or 1) if workers is None else workers
-        for name, value in (("workers", workers), ("sub_batch", sub_batch)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
+        super().__init__(workers, sub_batch)
         content = _read(content)
-        self.workers, self.sub_batch = int(workers), int(sub_batch)
-        self._runners = [self._runner(content) for _ in range(self.workers)]
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lite")
-        weakref.finalize(self, self._pool.shutdown, wait=False)
+        self._runners = [self._check_runner(content) for _ in range(self.workers)]
 
-    def _runner(self, content):
+    def _check_runner(self, content):
         runner = interpreter(content, num_threads=1).get_signature_runner(_SIGNATURE)
-        details = runner.get_input_details()
-        outputs = runner.get_output_details()
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
         names = [f"exit{k}_probs" for k in range(1, len(outputs) + 1)]
-        if list(details) != ["images"] or sorted(outputs) != sorted(names):
+        if list(inputs) != ["images"] or sorted(outputs) != sorted(names):
             raise ValueError(
                 "Expected the flatbuffer of msdnet_tf.export.to_tflite (input 'images', outputs "
-                f"'exit1_probs'...). Received: inputs {sorted(details)}, outputs {sorted(outputs)}"
+                f"'exit1_probs'...). Received: inputs {sorted(inputs)}, outputs {sorted(outputs)}"
             )
-        self.image_shape = tuple(int(d) for d in details["images"]["shape"][1:])
+        self.image_shape = tuple(int(d) for d in inputs["images"]["shape"][1:])
         self.num_exits = len(names)
         self.num_classes = int(outputs[names[0]]["shape"][-1])
         self._names = names
         return runner
 
-    def _check(self, images) -> np.ndarray:
-        array = np.asarray(images)
-        if array.ndim != 4 or array.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"`images` must be (N, {', '.join(map(str, self.image_shape))}). "
-                f"Received: shape {array.shape}"
-            )
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(f"`images` must be numbers. Received: dtype {array.dtype}")
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError("`images` must be finite. Received: NaN or inf values")
-        return array
-
-    def _run(self, worker: int, chunks) -> list:
+    def _run_share(self, worker, share):
         runner = self._runners[worker]
-        return [runner(images=chunk) for chunk in chunks]
+        outputs = [runner(images=share[part]) for part in self._chunks(len(share))]
+        return [np.concatenate([out[name] for out in outputs]) for name in self._names]
 
     def __call__(self, images) -> np.ndarray:
         """Probabilities of every exit, ``(K, N, classes)`` float32, of `images` (N, H, W, C)."""
-        images = self._check(images)
+        images = _check_images(images, self.image_shape)
         if len(images) == 0:
             return np.zeros((self.num_exits, 0, self.num_classes), np.float32)
-        chunks = [images[i : i + self.sub_batch] for i in range(0, len(images), self.sub_batch)]
-        # Worker w takes chunks w, w + workers, ...: equal shares, one shape per interpreter
-        # except the last chunk's (a resize costs a re-plan, not a re-conversion).
-        shares = [chunks[w :: self.workers] for w in range(min(self.workers, len(chunks)))]
-        if len(shares) == 1:
-            results = [self._run(0, shares[0])]
-        else:
-            results = list(self._pool.map(self._run, range(len(shares)), shares))
-        ordered = [None] * len(chunks)
-        for w, outputs in enumerate(results):
-            ordered[w :: self.workers] = outputs
-        return np.stack([np.concatenate([out[name] for out in ordered]) for name in self._names])
+        shares = self._map_shares(images)
+        return np.stack([np.concatenate(parts) for parts in zip(*shares)])
 
     def predict(self, images) -> np.ndarray:
         """Class ids of every exit, ``(K, N)`` int64."""
         return self(images).argmax(-1)
+
+
+def _segment_contents(segments) -> list[bytes]:
+    """Flatbuffers from bytes, paths, or a folder of ``segment{k}.tflite`` files."""
+    if isinstance(segments, (str, os.PathLike)) and os.path.isdir(segments):
+        folder = os.fspath(segments)
+        paths = []
+        while os.path.isfile(path := os.path.join(folder, f"segment{len(paths) + 1}.tflite")):
+            paths.append(path)
+        if not paths:
+            raise FileNotFoundError(
+                f"No segment1.tflite in {folder!r} (expected the files of "
+                "msdnet_tf.export.export_model(..., tflite=True): segment1.tflite, ...)."
+            )
+        segments = paths
+    if isinstance(segments, (bytes, str, os.PathLike)) or len(segments) < 1:
+        raise ValueError(
+            "`segments` must be a list of flatbuffers (msdnet_tf.export.to_tflite_segments) or "
+            f"their folder. Received: {type(segments).__name__}"
+        )
+    return [_read(s) for s in segments]
+
+
+class LiteEarlyExit(_ParallelLite):
+    """Real early exit on TFLite: the `to_tflite_segments` flatbuffers chained per sub-batch.
+
+    Segment 1 and exit 1 run on every image of a sub-batch; the images whose exit-1 confidence
+    (max softmax) is ``>= T_1`` are done, the others' maps are gathered (numpy indexing) into
+    segment 2, and so on; the last exit takes everyone left, and a segment no image reaches is
+    not run. Decisions and classes are those of `msdnet_tf.evaluation.exit_indices` on the
+    TFLite model's probabilities (thresholds rounded up to float32 as in
+    `msdnet_tf.early_exit.check_thresholds`), as `msdnet_tf.early_exit.EarlyExitClassifier`
+    does on the Keras model's.
+
+    Args:
+        segments: the K flatbuffers of `msdnet_tf.export.to_tflite_segments` (bytes or paths),
+            or a folder holding ``segment1.tflite`` ... ``segmentK.tflite``.
+        thresholds: default thresholds, K values (or K-1); a call can give others.
+        workers: interpreter sets run concurrently, one thread each (default: the cores).
+        sub_batch: images per sub-batch; 1 serves single images with no batching at all.
+
+    Attributes:
+        num_exits, image_shape, num_classes: as `LiteClassifier`'s.
+        segment_images: int64 ``(K,)``, how many images each segment has run on, summed over
+            calls (monitoring and tests).
+        thresholds: the default thresholds, float32 ``(K,)``, or None.
+
+    Raises:
+        ValueError: bad `workers`, `sub_batch` or thresholds, or segments that do not chain
+            (segment k+1 must read what segment k returns).
+        FileNotFoundError: a path with no file.
+    """
+
+    def __init__(self, segments, thresholds=None, workers=None, sub_batch: int = 16):
+        super().__init__(workers, sub_batch)
+        contents = _segment_contents(segments)
+        self._runners = [self._chain(contents) for _ in range(self.workers)]
+        self.num_exits = len(contents)
+        self.thresholds = None if thresholds is None else self._thresholds(thresholds)
+        self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
+
+    @property
+    def segment_images(self) -> np.ndarray:
+        """Images each segment has run on, ``(K,)`` int64, summed over calls."""
+        return self._counts.sum(axis=0)
+
+    def _chain(self, contents) -> list:
+        runners, carried = [], None
+        for k, content in enumerate(contents, start=1):
+            runner_interpreter = interpreter(content, num_threads=1)
+            runner = runner_interpreter.get_signature_runner(_SIGNATURE)
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+            shapes = [tuple(inputs[f"in{i}"]["shape"][1:]) if f"in{i}" in inputs else None
+                      for i in range(len(inputs))]  # fmt: skip
+            follows = [tuple(outputs[f"out{i}"]["shape"][1:]) for i in range(len(outputs) - 1)
+                       if f"out{i}" in outputs]  # fmt: skip
+            last = k == len(contents)
+            if (
+                "probs" not in outputs or None in shapes
+                or (carried is not None and shapes != carried)
+                or len(follows) != len(outputs) - 1 or (last and follows)
+            ):  # fmt: skip
+                raise ValueError(
+                    f"Segment {k} does not chain: expected inputs in0.. of shapes {carried} "
+                    "(the image for segment 1) and outputs probs, out0... (none after the last "
+                    f"segment), as msdnet_tf.export.to_tflite_segments writes. Received: inputs "
+                    f"{ {n: tuple(d['shape'][1:]) for n, d in inputs.items()} }, outputs "
+                    f"{sorted(outputs)}"
+                )
+            if k == 1:
+                self.image_shape = tuple(int(d) for d in shapes[0])
+                self.num_classes = int(outputs["probs"]["shape"][-1])
+            runners.append(_Segment(runner_interpreter, inputs, outputs))
+            carried = follows
+        return runners
+
+    def _thresholds(self, thresholds) -> np.ndarray:
+        from msdnet_tf.early_exit import check_thresholds
+
+        return check_thresholds(thresholds, self.num_exits)
+
+    def __call__(self, images, thresholds=None) -> dict:
+        """Classifies `images` ``(N, H, W, C)`` with early exits.
+
+        Returns:
+            A dict of numpy arrays of length N: ``class_id`` (int64), ``probability``
+            (float32, the max softmax at the exit taken), ``exit_index`` (int64, 0-based).
+
+        Raises:
+            ValueError: bad images or thresholds, or no thresholds at all.
+        """
+        if thresholds is None and self.thresholds is None:
+            raise ValueError(
+                "No thresholds: give them to LiteEarlyExit(...) or to the call. "
+                "Received: thresholds=None"
+            )
+        t = self.thresholds if thresholds is None else self._thresholds(thresholds)
+        images = _check_images(images, self.image_shape)
+        ordered = self._map_shares(images, t) if len(images) else []
+        keys = ("class_id", "probability", "exit_index")
+        dtypes = (np.int64, np.float32, np.int64)
+        return {
+            key: np.concatenate([np.zeros(0, dtype)] + [out[i] for out in ordered])
+            for i, (key, dtype) in enumerate(zip(keys, dtypes))
+        }
+
+    def _run_share(self, worker, share, t):
+        """Early exit on one worker's share, sub-batch by sub-batch, each through the segments
+        as far as any of its images goes."""
+        chain, counts = self._runners[worker], self._counts[worker]
+        n = len(share)
+        class_id = np.empty(n, np.int64)
+        probability = np.empty(n, np.float32)
+        exit_index = np.empty(n, np.int64)
+        for part in self._chunks(n):
+            positions = np.arange(n)[part]
+            chain[0].feed([share[part]])
+            for k, segment in enumerate(chain):
+                counts[k] += len(positions)
+                probs = segment.run()
+                confidence, predicted = probs.max(-1), probs.argmax(-1)
+                last = k == len(chain) - 1
+                leaves = np.ones(len(probs), bool) if last else confidence >= t[k]
+                done = positions[leaves]
+                class_id[done], probability[done], exit_index[done] = (
+                    predicted[leaves], confidence[leaves], k,
+                )  # fmt: skip
+                if leaves.all():
+                    break
+                stays = None if not leaves.any() else ~leaves
+                positions = positions[~leaves]
+                segment.pass_on(chain[k + 1], stays)
+        return class_id, probability, exit_index
+
+
+class _Segment:
+    """One segment's interpreter, driven through its tensor buffers: the maps it hands on are
+    written straight into the next segment's input buffers (one copy, the stayers only)."""
+
+    def __init__(self, lite_interpreter, inputs: dict, outputs: dict):
+        self.interpreter = lite_interpreter
+        self.inputs = [inputs[f"in{i}"]["index"] for i in range(len(inputs))]
+        self.shapes = [list(inputs[f"in{i}"]["shape"][1:]) for i in range(len(inputs))]
+        self.outputs = [outputs[f"out{i}"]["index"] for i in range(len(outputs) - 1)]
+        self.probs = outputs["probs"]["index"]
+        self.batch = None
+
+    def resize(self, batch: int):
+        """Sets the batch size of every input (re-planned only when it changes)."""
+        if batch != self.batch:
+            for index, shape in zip(self.inputs, self.shapes):
+                self.interpreter.resize_tensor_input(index, [batch, *shape])
+            self.interpreter.allocate_tensors()
+            self.batch = batch
+
+    def feed(self, arrays):
+        self.resize(len(arrays[0]))
+        for index, array in zip(self.inputs, arrays):
+            self.interpreter.set_tensor(index, array)
+
+    def run(self) -> np.ndarray:
+        """Invokes the segment; returns its exit's probabilities (a copy)."""
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.probs)
+
+    def pass_on(self, following: _Segment, stays):
+        """Copies this segment's maps (the rows `stays`, or all when None) into `following`'s
+        inputs. No view into either interpreter outlives the call (TFLite refuses to run an
+        interpreter whose buffers are referenced)."""
+        count = None if stays is None else int(stays.sum())
+        if count is None:
+            count = self.interpreter.tensor(self.probs)().shape[0]
+        following.resize(count)
+        for source, target in zip(self.outputs, following.inputs):
+            maps = self.interpreter.tensor(source)()
+            buffer = following.interpreter.tensor(target)()
+            if stays is None:
+                buffer[...] = maps
+            else:
+                np.compress(stays, maps, axis=0, out=buffer)
+            del maps, buffer

@@ -234,7 +234,9 @@ def test_export_script_on_a_run_folder(testing_model, tmp_path):
     _finish(_start([sys.executable, script, f"--workdir={run}", f"--out={out}", "--p=20",
                     "--tflite"]))  # fmt: skip
     assert sorted(os.listdir(out)) == ["model.keras", "model.tflite", "saved_model",
-                                       "thresholds.json"]  # fmt: skip
+                                       "tflite_segments", "thresholds.json"]  # fmt: skip
+    assert sorted(os.listdir(out / "tflite_segments")) == [
+        "segment1.tflite", "segment2.tflite", "segment3.tflite"]  # fmt: skip
     with open(out / "thresholds.json") as f:
         assert json.load(f) == {"thresholds": [0.30000001192092896, "inf", "-inf"]}
 
@@ -273,7 +275,8 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
 
     check = export_run(evaluated_run, str(tmp_path / "export"), p=20, tflite=True, repeats=1)
     assert sorted(os.listdir(tmp_path / "export")) == [
-        "export_check.json", "model.keras", "model.tflite", "saved_model", "thresholds.json",
+        "export_check.json", "model.keras", "model.tflite", "saved_model", "tflite_segments",
+        "thresholds.json",
     ]  # fmt: skip
     with open(tmp_path / "export" / "export_check.json") as f:
         assert json.load(f) == json.loads(json.dumps(check))
@@ -289,6 +292,10 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     assert check["timing"]["measured_speedup"] > 0
     assert check["tflite"]["max_abs_diff"] < 1e-4
     assert check["tflite"]["top1"] == check["tflite"]["keras_top1"]
+    # The TFLite early exit decides exactly as the simulated evaluation of the TFLite model.
+    lite_early = check["tflite"]["early_exit"]
+    assert lite_early["equals_simulated_evaluation"]
+    assert sum(lite_early["exit_counts"]) == 450 and lite_early["measured_speedup"] > 0
 
 
 def test_export_run_names_what_is_missing(evaluated_run, tmp_path):

@@ -1,11 +1,13 @@
-"""`msdnet_tf.lite`: the TFLite export run by parallel interpreters on sub-batches."""
+"""`msdnet_tf.lite`: the TFLite export run by parallel interpreters on sub-batches, and the
+TFLite early exit against the simulated budgeted evaluation."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from msdnet_tf.export import tflite_probabilities, to_tflite
-from msdnet_tf.lite import LiteClassifier, interpreter
+from msdnet_tf import evaluation
+from msdnet_tf.export import tflite_probabilities, to_tflite, to_tflite_segments
+from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, interpreter
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +107,108 @@ def test_a_flatbuffer_of_another_model_is_rejected(tmp_path):
     )
     with pytest.raises(ValueError, match=r"Received: inputs \['x'\], outputs \['y'\]"):
         LiteClassifier(converter.convert())
+
+
+# --- LiteEarlyExit -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def segments(testing_model):
+    return to_tflite_segments(testing_model)
+
+
+@pytest.fixture(scope="module")
+def many_images():
+    return np.random.default_rng(4).normal(size=(150, 16, 16, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def lite_probs(content, many_images):
+    return LiteClassifier(content)(many_images)
+
+
+def _simulated(probs, thresholds):
+    exits = evaluation.exit_indices(probs, np.asarray(thresholds, np.float64))
+    rows = probs[exits, np.arange(probs.shape[1])]
+    return exits, rows.argmax(-1), rows.max(-1)
+
+
+@pytest.mark.parametrize(
+    "split_blocks, workers, sub_batch", [((1,), 2, 16), ((1,), 1, 7), ((), 3, 1), (None, 2, 5)]
+)
+def test_early_exit_equals_the_simulated_evaluation(
+    testing_model, segments, many_images, lite_probs, split_blocks, workers, sub_batch
+):
+    contents = segments if split_blocks == (1,) else to_tflite_segments(testing_model, split_blocks)
+    for p in (4, 20, 36):  # budget levels: most leave early ... most go far
+        thresholds = evaluation.budgeted_thresholds(lite_probs, p)
+        engine = LiteEarlyExit(contents, thresholds, workers=workers, sub_batch=sub_batch)
+        out = engine(many_images)
+        exits, classes, confidence = _simulated(lite_probs, thresholds)
+        np.testing.assert_array_equal(out["exit_index"], exits)
+        np.testing.assert_array_equal(out["class_id"], classes)
+        np.testing.assert_array_equal(out["probability"], confidence)
+        assert len(set(exits.tolist())) > 1  # the check has exits to tell apart
+        # Segment k ran on exactly the images that had not left before exit k.
+        reached = [(exits >= k).sum() for k in range(3)]
+        np.testing.assert_array_equal(engine.segment_images, reached)
+
+
+def test_segments_chain_to_the_full_model(testing_model, segments, many_images):
+    """Everyone goes through: every segment's exit equals the full TFLite model's."""
+    engine = LiteEarlyExit(segments, [np.inf, np.inf], workers=2)
+    out = engine(many_images)
+    full = tflite_probabilities(to_tflite(testing_model), many_images)
+    np.testing.assert_array_equal(out["exit_index"], np.full(150, 2))
+    np.testing.assert_allclose(out["probability"], full[2].max(-1), atol=2e-6)
+    np.testing.assert_array_equal(engine.segment_images, [150, 150, 150])
+    everyone_leaves = LiteEarlyExit(segments, [-np.inf, -np.inf], workers=2)
+    assert (everyone_leaves(many_images)["exit_index"] == 0).all()
+    np.testing.assert_array_equal(everyone_leaves.segment_images, [150, 0, 0])
+
+
+def test_early_exit_single_images_and_empty_batches(segments, many_images, lite_probs):
+    thresholds = evaluation.budgeted_thresholds(lite_probs, 12)
+    engine = LiteEarlyExit(segments, thresholds, sub_batch=1)
+    exits, classes, _ = _simulated(lite_probs, thresholds)
+    for i in range(0, 150, 15):
+        out = engine(many_images[i : i + 1])
+        assert (out["exit_index"][0], out["class_id"][0]) == (exits[i], classes[i])
+    empty = engine(many_images[:0])
+    assert {k: (v.shape, v.dtype) for k, v in empty.items()} == {
+        "class_id": ((0,), np.int64), "probability": ((0,), np.float32),
+        "exit_index": ((0,), np.int64),
+    }  # fmt: skip
+
+
+def test_early_exit_reads_a_folder_of_segments(segments, tmp_path, many_images, lite_probs):
+    """The layout of export_model(..., tflite=True)'s tflite_segments/ (tests/test_export.py)."""
+    for k, content in enumerate(segments, start=1):
+        (tmp_path / f"segment{k}.tflite").write_bytes(content)
+    thresholds = evaluation.budgeted_thresholds(lite_probs, 20)
+    engine = LiteEarlyExit(str(tmp_path), thresholds)
+    assert (engine.num_exits, engine.image_shape, engine.num_classes) == (3, (16, 16, 3), 10)
+    np.testing.assert_array_equal(engine(many_images)["exit_index"],
+                                  _simulated(lite_probs, thresholds)[0])  # fmt: skip
+
+
+def test_early_exit_bad_input_is_rejected(segments, tmp_path):
+    engine = LiteEarlyExit(segments, workers=1)
+    with pytest.raises(ValueError, match=r"No thresholds.*Received: thresholds=None"):
+        engine(np.zeros((1, 16, 16, 3), "float32"))
+    with pytest.raises(ValueError, match=r"1-D array of 3 values.*Received: shape \(4,\)"):
+        engine(np.zeros((1, 16, 16, 3), "float32"), [0.5] * 4)
+    with pytest.raises(ValueError, match=r"must not contain NaN"):
+        LiteEarlyExit(segments, [0.5, np.nan])
+    with pytest.raises(ValueError, match=r"Received: shape \(1, 8, 8, 3\)"):
+        engine(np.zeros((1, 8, 8, 3), "float32"), [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"Segment 2 does not chain"):
+        LiteEarlyExit([segments[0], segments[2], segments[1]])
+    with pytest.raises(ValueError, match=r"Segment 3 does not chain"):
+        LiteEarlyExit(segments[:2] + [segments[1]])
+    with pytest.raises(ValueError, match=r"list of flatbuffers.*Received: bytes"):
+        LiteEarlyExit(segments[0])
+    with pytest.raises(FileNotFoundError, match=r"No segment1.tflite in"):
+        LiteEarlyExit(str(tmp_path))
+    with pytest.raises(ValueError, match=r"`content` is not a TFLite model"):
+        LiteEarlyExit([b"garbage!"])
