@@ -21,8 +21,10 @@ allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 
 ``--engine lite`` times the TFLite runtime instead: `msdnet_tf.lite.LiteEarlyExit` on the
 `msdnet_tf.export.to_tflite_segments` flatbuffers against `msdnet_tf.lite.LiteClassifier` on
-the `to_tflite` flatbuffer (the full model), both with ``--workers`` single-threaded
-interpreters on sub-batches of ``--sub_batch`` images; prefix times from the TFLite prefixes.
+the `to_tflite` flatbuffer (the full model), both with ``--workers`` interpreters of
+``--lite_threads`` threads each on sub-batches of ``--sub_batch`` images; prefix times from the
+TFLite prefixes. At batch 1 use ``--workers 1 --lite_threads 2`` (the lowest latency per image
+of the full model on 2 cores).
 
 Every TensorFlow graph is called through its concrete function (``get_concrete_function()``),
 as a served SavedModel signature is: Python's argument matching of a `tf.function` call
@@ -69,6 +71,7 @@ _ENGINE = flags.DEFINE_enum(
 )
 _WORKERS = flags.DEFINE_integer("workers", None, "--engine lite: interpreters (default: cores).")
 _SUB_BATCH = flags.DEFINE_integer("sub_batch", 16, "--engine lite: images per sub-batch.")
+_LITE_THREADS = flags.DEFINE_integer("lite_threads", 1, "--engine lite: threads per interpreter.")
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
 BUDGETS = {
@@ -126,7 +129,9 @@ def _concrete(model):
 def _full_model(model):
     """The full model (all exits) as the engine's runtime runs it: ``batch -> outputs``."""
     if _ENGINE.value == "lite":
-        return LiteClassifier(to_tflite(model), _WORKERS.value, _SUB_BATCH.value)
+        return LiteClassifier(
+            to_tflite(model), _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value
+        )
     return _concrete(model)
 
 
@@ -160,7 +165,9 @@ def main(argv):
     served = fold_batchnorm(model) if _FOLD.value else model
     full = _full_model(served)
     if _ENGINE.value == "lite":
-        engine = LiteEarlyExit(to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value)
+        engine = LiteEarlyExit(
+            to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value
+        )
         early_exit = engine
     else:
         engine = EarlyExitClassifier(served)
@@ -172,7 +179,10 @@ def main(argv):
     run_full()
     per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
-          f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}, threads "
+          f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}"
+          + (f" (workers {_WORKERS.value}, sub-batch {_SUB_BATCH.value}, "
+             f"{_LITE_THREADS.value} thread(s) each)" if _ENGINE.value == "lite" else "")
+          + ", threads "
           f"{_THREADS.value}, fold={_FOLD.value}; "
           f"full model {per_pass:.1f} ms per pass")  # fmt: skip
     prefix_times = prefix_time_shares(served, batches)
