@@ -79,6 +79,13 @@ def stage_export(config, workdir):
         f"TFLite last-exit top-1 {100 * lite['top1'][-1]:.2f}% (Keras "
         f"{100 * lite['keras_top1'][-1]:.2f}%), max |dprob| {lite['max_abs_diff']:.1e}"
     )
+    lite_early = lite["early_exit"]
+    same = "equal to" if lite_early["equals_simulated_evaluation"] else "DIFFERENT FROM"
+    print(
+        f"TFLite early exit (tflite_segments/): exits {lite_early['exit_counts']}, decisions "
+        f"{same} the simulated evaluation; {lite_early['measured_speedup']:.2f}x the full TFLite "
+        f"model's throughput (FLOPs predict {lite_early['flops_predicted_speedup']:.2f}x)"
+    )
 
 
 STAGES = [

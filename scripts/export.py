@@ -7,7 +7,10 @@
 `--workdir` reads the run's ``model.keras``; with `--p`, the thresholds of that budget level of
 the run's ``budgeted.json`` (q = p / 20) become the SavedModel's default thresholds (signature
 ``early_exit_default``) and are written to ``thresholds.json``. `--model` exports any ``.keras``
-MSD-Net instead (then `--thresholds` can give K or K-1 values).
+MSD-Net instead (then `--thresholds` can give K or K-1 values). `--tflite` writes
+``model.tflite`` (every exit; run it with `msdnet_tf.lite.LiteClassifier`) and
+``tflite_segments/`` (the model cut at its exits, for the TFLite early exit
+`msdnet_tf.lite.LiteEarlyExit`).
 """
 
 import os
@@ -22,7 +25,9 @@ _MODEL = flags.DEFINE_string("model", None, "A .keras model, instead of --workdi
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _P = flags.DEFINE_float("p", None, "Budget level of the run's budgeted.json (q = p / 20).")
 _THRESHOLDS = flags.DEFINE_list("thresholds", None, "Default thresholds (K or K-1 numbers).")
-_TFLITE = flags.DEFINE_bool("tflite", False, "Also write model.tflite (every exit).")
+_TFLITE = flags.DEFINE_bool(
+    "tflite", False, "Also write model.tflite (every exit) and tflite_segments/ (early exit)."
+)
 _FOLD = flags.DEFINE_bool(
     "fold", False, "Serve the BatchNorm-folded model (~1.4x faster, outputs within ~1e-6)."
 )
