@@ -150,15 +150,17 @@ class _ParallelLite:
 
     def _chunks(self, n: int) -> list[slice]:
         """``ceil(n / sub_batch)`` slices of near-equal sizes covering ``range(n)``."""
+        if n <= self.sub_batch:
+            return [slice(0, n)]
         count = -(-n // self.sub_batch)
         bounds = np.linspace(0, n, count + 1).round().astype(int)
         return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
 
     def _map_shares(self, images: np.ndarray, *args) -> list:
-        """`_run_share` of each worker's share of `images` (near-equal, contiguous parts; one
-        share when the batch fits one sub-batch), concurrently, in input order. A new batch size
-        costs an interpreter a re-plan (~0.1 ms), not a re-conversion."""
-        count = min(self.workers, len(self._chunks(len(images))))
+        """`_run_share` of each worker's share of `images` (near-equal, contiguous parts),
+        concurrently, in input order. A new batch size costs an interpreter a re-plan (~0.1 ms),
+        not a re-conversion."""
+        count = min(self.workers, len(images))
         if count <= 1:
             return [self._run_share(0, images, *args)]
         bounds = np.linspace(0, len(images), count + 1).round().astype(int)
@@ -224,6 +226,9 @@ class LiteClassifier(_ParallelLite):
         images = _check_images(images, self.image_shape)
         if len(images) == 0:
             return np.zeros((self.num_exits, 0, self.num_classes), np.float32)
+        if len(images) == 1:  # one interpreter call, no thread hand-off
+            outputs = self._runners[0](images=images)
+            return np.stack([outputs[name] for name in self._names])
         shares = self._map_shares(images)
         return np.stack([np.concatenate(parts) for parts in zip(*shares)])
 
@@ -351,6 +356,13 @@ class LiteEarlyExit(_ParallelLite):
             )
         t = self.thresholds if thresholds is None else self._thresholds(thresholds)
         images = _check_images(images, self.image_shape)
+        if len(images) == 1:  # a single request: no positions to track, no gathers
+            class_id, probability, k = self._run_one(images, t)
+            return {
+                "class_id": np.array([class_id], np.int64),
+                "probability": np.array([probability], np.float32),
+                "exit_index": np.array([k], np.int64),
+            }
         ordered = self._map_shares(images, t) if len(images) else []
         keys = ("class_id", "probability", "exit_index")
         dtypes = (np.int64, np.float32, np.int64)
@@ -358,6 +370,19 @@ class LiteEarlyExit(_ParallelLite):
             key: np.concatenate([np.zeros(0, dtype)] + [out[i] for out in ordered])
             for i, (key, dtype) in enumerate(zip(keys, dtypes))
         }
+
+    def _run_one(self, image, t):
+        """(class id, confidence, exit index) of one image: segment k+1 runs only if exit k
+        is not confident enough."""
+        chain, counts = self._runners[0], self._counts[0]
+        chain[0].feed([image])
+        for k, segment in enumerate(chain):
+            counts[k] += 1
+            probs = segment.run()[0]
+            confidence = probs.max()
+            if k == len(chain) - 1 or confidence >= t[k]:
+                return int(probs.argmax()), confidence, k
+            segment.pass_on(chain[k + 1], None)
 
     def _run_share(self, worker, share, t):
         """Early exit on one worker's share, sub-batch by sub-batch, each through the segments
