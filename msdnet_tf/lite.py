@@ -392,24 +392,30 @@ class LiteEarlyExit(_ParallelLite):
         class_id = np.empty(n, np.int64)
         probability = np.empty(n, np.float32)
         exit_index = np.empty(n, np.int64)
+        last = len(chain) - 1
         for part in self._chunks(n):
-            positions = np.arange(n)[part]
+            positions = np.arange(part.start, part.stop)
             chain[0].feed([share[part]])
             for k, segment in enumerate(chain):
                 counts[k] += len(positions)
                 probs = segment.run()
-                confidence, predicted = probs.max(-1), probs.argmax(-1)
-                last = k == len(chain) - 1
-                leaves = np.ones(len(probs), bool) if last else confidence >= t[k]
-                done = positions[leaves]
-                class_id[done], probability[done], exit_index[done] = (
-                    predicted[leaves], confidence[leaves], k,
-                )  # fmt: skip
-                if leaves.all():
+                if k == last:
+                    class_id[positions], exit_index[positions] = probs.argmax(-1), k
+                    probability[positions] = probs.max(-1)
                     break
-                stays = None if not leaves.any() else ~leaves
-                positions = positions[~leaves]
-                segment.pass_on(chain[k + 1], stays)
+                confidence = probs.max(-1)
+                leaves = confidence >= t[k]
+                if leaves.any():
+                    done = positions[leaves]
+                    class_id[done], exit_index[done] = probs[leaves].argmax(-1), k
+                    probability[done] = confidence[leaves]
+                    if leaves.all():
+                        break
+                    stays = ~leaves
+                    positions = positions[stays]
+                    segment.pass_on(chain[k + 1], stays)
+                else:  # everyone goes on: the maps are copied whole
+                    segment.pass_on(chain[k + 1], None)
         return class_id, probability, exit_index
 
 
