@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +134,8 @@ class _ParallelLite:
 
     Sub-batch activations stay in the core's cache from one layer to the next, where a batch
     of 64 does not, and one interpreter per core needs no synchronisation between threads
-    inside each layer, as one multi-threaded interpreter does.
+    inside each layer, as one multi-threaded interpreter does. Calls from several threads are
+    safe: they take turns.
     """
 
     def __init__(self, workers: int | None, sub_batch: int, threads: int):
@@ -143,6 +145,8 @@ class _ParallelLite:
         self.threads = _positive("threads", threads)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lite")
         weakref.finalize(self, self._pool.shutdown, wait=False)
+        # The interpreters hold one batch at a time: concurrent calls take turns.
+        self._lock = threading.Lock()
 
     def _run_share(self, worker: int, share: np.ndarray, *args):
         """What interpreter set `worker` computes for its share of a batch."""
@@ -226,10 +230,11 @@ class LiteClassifier(_ParallelLite):
         images = _check_images(images, self.image_shape)
         if len(images) == 0:
             return np.zeros((self.num_exits, 0, self.num_classes), np.float32)
-        if len(images) == 1:  # one interpreter call, no thread hand-off
-            outputs = self._runners[0](images=images)
-            return np.stack([outputs[name] for name in self._names])
-        shares = self._map_shares(images)
+        with self._lock:
+            if len(images) == 1:  # one interpreter call, no thread hand-off
+                outputs = self._runners[0](images=images)
+                return np.stack([outputs[name] for name in self._names])
+            shares = self._map_shares(images)
         return np.stack([np.concatenate(parts) for parts in zip(*shares)])
 
     def predict(self, images) -> np.ndarray:
@@ -357,13 +362,15 @@ class LiteEarlyExit(_ParallelLite):
         t = self.thresholds if thresholds is None else self._thresholds(thresholds)
         images = _check_images(images, self.image_shape)
         if len(images) == 1:  # a single request: no positions to track, no gathers
-            class_id, probability, k = self._run_one(images, t)
+            with self._lock:
+                class_id, probability, k = self._run_one(images, t)
             return {
                 "class_id": np.array([class_id], np.int64),
                 "probability": np.array([probability], np.float32),
                 "exit_index": np.array([k], np.int64),
             }
-        ordered = self._map_shares(images, t) if len(images) else []
+        with self._lock:
+            ordered = self._map_shares(images, t) if len(images) else []
         keys = ("class_id", "probability", "exit_index")
         dtypes = (np.int64, np.float32, np.int64)
         return {

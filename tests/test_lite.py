@@ -212,3 +212,19 @@ def test_early_exit_bad_input_is_rejected(segments, tmp_path):
         LiteEarlyExit(str(tmp_path))
     with pytest.raises(ValueError, match=r"`content` is not a TFLite model"):
         LiteEarlyExit([b"garbage!"])
+
+
+def test_concurrent_calls_take_turns(segments, content, many_images, lite_probs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    thresholds = evaluation.budgeted_thresholds(lite_probs, 20)
+    engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=8)
+    classifier = LiteClassifier(content, workers=2, sub_batch=8)
+    batches = [many_images[i : i + 30] for i in range(0, 150, 30)] * 2
+    with ThreadPoolExecutor(4) as pool:
+        exits = list(pool.map(lambda x: engine(x)["exit_index"], batches))
+        probs = list(pool.map(classifier, batches))
+    want = _simulated(lite_probs, thresholds)[0]
+    np.testing.assert_array_equal(np.concatenate(exits[:5]), want)
+    np.testing.assert_array_equal(np.concatenate(exits[5:]), want)
+    np.testing.assert_allclose(np.concatenate(probs[:5], axis=1), lite_probs, atol=2e-6)
