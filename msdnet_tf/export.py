@@ -15,8 +15,9 @@ float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reloa
 ``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
 
 `to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
-flatbuffer. TFLite has no data-dependent early exit: the engine's `tf.cond` and gathers stay a
-TensorFlow feature.
+flatbuffer (run it with `msdnet_tf.lite.LiteClassifier`, the fastest CPU path). One TFLite graph
+cannot skip work depending on its data, so `to_tflite_segments` cuts the model at its exits into
+K flatbuffers, which `msdnet_tf.lite.LiteEarlyExit` chains into a real early exit.
 
 Example:
     >>> export_model(model, "export", thresholds=thresholds, tflite=True)
