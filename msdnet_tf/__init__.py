@@ -25,6 +25,9 @@ _EXPORTS = {
     "configure_cpu_threads": "msdnet_tf.optimize",
     "use_fast_kernels": "msdnet_tf.kernels",
     "use_standard_kernels": "msdnet_tf.kernels",
+    "EarlyExitClassifier": "msdnet_tf.early_exit",
+    "LiteClassifier": "msdnet_tf.lite",
+    "LiteEarlyExit": "msdnet_tf.lite",
 }
 
 __all__ = ["__version__", *_EXPORTS]

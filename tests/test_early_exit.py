@@ -11,6 +11,7 @@ from msdnet_tf.early_exit import (
     EarlyExitClassifier,
     block_stages,
     check_thresholds,
+    exit_segments,
     exit_stages,
     num_exits,
 )
@@ -80,6 +81,30 @@ def test_exit_stages_chained_equal_the_model_and_split_its_layers(preset, split_
     for block, stage in enumerate(stages[:-1], start=1):
         if block not in split:  # nothing deferred; split blocks defer what exit b doesn't read
             assert stage.late is None and {p for p, _ in stage.output_sources} == {"input"}
+
+
+@pytest.mark.parametrize(
+    "preset,split_blocks",
+    [("testing", (1,)), ("testing", None), ("cifar10_anytime", (1,)), ("cifar10_anytime", ())],
+)  # fmt: skip
+def test_exit_segments_chained_equal_the_model_and_split_its_layers(preset, split_blocks):
+    model = build_preset(preset)
+    segments = exit_segments(model, split_blocks)
+    x = np.random.default_rng(2).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    features = [x]
+    for k, (segment, want) in enumerate(zip(segments, model(x, training=False), strict=True)):
+        outputs = segment(features, training=False)
+        *features, logits = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        np.testing.assert_array_equal(np.asarray(logits), np.asarray(want))
+        assert segment.name == f"segment{k + 1}"
+    assert features == []  # the last segment hands nothing on
+    # Every computing layer of the model runs in exactly one segment.
+    names = [layer.name for segment in segments for layer in segment.layers
+             if not isinstance(layer, keras.layers.InputLayer)]  # fmt: skip
+    computing = [
+        layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    assert sorted(names) == sorted(computing)
 
 
 def test_exit_1_skips_the_finer_scales_of_block_1s_last_layers():

@@ -228,3 +228,14 @@ def test_concurrent_calls_take_turns(segments, content, many_images, lite_probs)
     np.testing.assert_array_equal(np.concatenate(exits[:5]), want)
     np.testing.assert_array_equal(np.concatenate(exits[5:]), want)
     np.testing.assert_allclose(np.concatenate(probs[:5], axis=1), lite_probs, atol=2e-6)
+
+
+def test_public_names_resolve():
+    import msdnet_tf
+    from msdnet_tf.early_exit import EarlyExitClassifier
+
+    assert msdnet_tf.LiteClassifier is LiteClassifier
+    assert msdnet_tf.LiteEarlyExit is LiteEarlyExit
+    assert msdnet_tf.EarlyExitClassifier is EarlyExitClassifier
+    for name in msdnet_tf.__all__:
+        assert getattr(msdnet_tf, name) is not None, name
