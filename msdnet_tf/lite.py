@@ -128,9 +128,9 @@ def _check_images(images, image_shape) -> np.ndarray:
 
 
 class _ParallelLite:
-    """Base of the TFLite runners: `workers` single-threaded interpreter sets, each running its
-    share of a batch's sub-batches of `sub_batch` images, concurrently (the interpreter
-    releases the GIL while it runs).
+    """Base of the TFLite runners: `workers` interpreter sets of `threads` threads each, running
+    sub-batches of `sub_batch` images concurrently (the interpreter releases the GIL while it
+    runs).
 
     Sub-batch activations stay in the core's cache from one layer to the next, where a batch
     of 64 does not, and one interpreter per core needs no synchronisation between threads
@@ -148,10 +148,6 @@ class _ParallelLite:
         # The interpreters hold one batch at a time: concurrent calls take turns.
         self._lock = threading.Lock()
 
-    def _run_share(self, worker: int, share: np.ndarray, *args):
-        """What interpreter set `worker` computes for its share of a batch."""
-        raise NotImplementedError
-
     def _chunks(self, n: int) -> list[slice]:
         """``ceil(n / sub_batch)`` slices of near-equal sizes covering ``range(n)``."""
         if n <= self.sub_batch:
@@ -159,19 +155,6 @@ class _ParallelLite:
         count = -(-n // self.sub_batch)
         bounds = np.linspace(0, n, count + 1).round().astype(int)
         return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-    def _map_shares(self, images: np.ndarray, *args) -> list:
-        """`_run_share` of each worker's share of `images` (near-equal, contiguous parts),
-        concurrently, in input order. A new batch size costs an interpreter a re-plan (~0.1 ms),
-        not a re-conversion."""
-        count = min(self.workers, len(images))
-        if count <= 1:
-            return [self._run_share(0, images, *args)]
-        bounds = np.linspace(0, len(images), count + 1).round().astype(int)
-        shares = [images[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
-        return list(
-            self._pool.map(self._run_share, range(count), shares, *([a] * count for a in args))
-        )
 
 
 class LiteClassifier(_ParallelLite):
@@ -220,6 +203,17 @@ class LiteClassifier(_ParallelLite):
         self._names = names
         return runner
 
+    def _map_shares(self, images: np.ndarray) -> list:
+        """`_run_share` of each worker's share of `images` (near-equal, contiguous parts),
+        concurrently, in input order. A new batch size costs an interpreter a re-plan (~0.1 ms),
+        not a re-conversion."""
+        count = min(self.workers, len(images))
+        if count <= 1:
+            return [self._run_share(0, images)]
+        bounds = np.linspace(0, len(images), count + 1).round().astype(int)
+        shares = [images[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        return list(self._pool.map(self._run_share, range(count), shares))
+
     def _run_share(self, worker, share):
         runner = self._runners[worker]
         outputs = [runner(images=share[part]) for part in self._chunks(len(share))]
@@ -267,9 +261,11 @@ class LiteEarlyExit(_ParallelLite):
     """Real early exit on TFLite: the `to_tflite_segments` flatbuffers chained per sub-batch.
 
     Segment 1 and exit 1 run on every image of a sub-batch; the images whose exit-1 confidence
-    (max softmax) is ``>= T_1`` are done, the others' maps are gathered (numpy indexing) into
-    segment 2, and so on; the last exit takes everyone left, and a segment no image reaches is
-    not run. Decisions and classes are those of `msdnet_tf.evaluation.exit_indices` on the
+    (max softmax) is ``>= T_1`` are done, the others' maps are copied (once, from segment 1's
+    output buffers into segment 2's input buffers) and go on, and so on; the last exit takes
+    everyone left, and a segment no image reaches is not run. Sub-batches are handed out one at
+    a time to whichever worker is free (how far a sub-batch goes varies). A single image takes
+    a shorter path with no bookkeeping. Decisions and classes are those of `msdnet_tf.evaluation.exit_indices` on the
     TFLite model's probabilities (thresholds rounded up to float32 as in
     `msdnet_tf.early_exit.check_thresholds`), as `msdnet_tf.early_exit.EarlyExitClassifier`
     does on the Keras model's.
@@ -369,14 +365,35 @@ class LiteEarlyExit(_ParallelLite):
                 "probability": np.array([probability], np.float32),
                 "exit_index": np.array([k], np.int64),
             }
-        with self._lock:
-            ordered = self._map_shares(images, t) if len(images) else []
-        keys = ("class_id", "probability", "exit_index")
-        dtypes = (np.int64, np.float32, np.int64)
-        return {
-            key: np.concatenate([np.zeros(0, dtype)] + [out[i] for out in ordered])
-            for i, (key, dtype) in enumerate(zip(keys, dtypes))
-        }
+        n = len(images)
+        result = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.int64))
+        if n:
+            with self._lock:
+                self._run_parts(images, t, result)
+        return dict(zip(("class_id", "probability", "exit_index"), result))
+
+    def _run_parts(self, images, t, result):
+        """The sub-batches of `images`, each through the segments as far as any of its images
+        goes, handed out one at a time to whichever worker is free: how far the images of a
+        sub-batch go varies, so fixed shares would leave one core idle while the other works
+        through the stayers of its share."""
+        parts = self._chunks(len(images))
+        pending = iter(range(len(parts)))
+        taking = threading.Lock()
+
+        def work(worker):
+            while True:
+                with taking:
+                    j = next(pending, None)
+                if j is None:
+                    return
+                self._run_part(worker, images, parts[j], t, result)
+
+        count = min(self.workers, len(parts))
+        if count == 1:
+            work(0)
+        else:
+            list(self._pool.map(work, range(count)))
 
     def _run_one(self, image, t):
         """(class id, confidence, exit index) of one image: segment k+1 runs only if exit k
@@ -391,39 +408,34 @@ class LiteEarlyExit(_ParallelLite):
                 return int(probs.argmax()), confidence, k
             segment.pass_on(chain[k + 1], None)
 
-    def _run_share(self, worker, share, t):
-        """Early exit on one worker's share, sub-batch by sub-batch, each through the segments
-        as far as any of its images goes."""
+    def _run_part(self, worker, images, part, t, result):
+        """Early exit of the sub-batch ``images[part]`` on `worker`'s segments; writes the
+        class, confidence and exit of each image into `result` at its position."""
         chain, counts = self._runners[worker], self._counts[worker]
-        n = len(share)
-        class_id = np.empty(n, np.int64)
-        probability = np.empty(n, np.float32)
-        exit_index = np.empty(n, np.int64)
+        class_id, probability, exit_index = result
         last = len(chain) - 1
-        for part in self._chunks(n):
-            positions = np.arange(part.start, part.stop)
-            chain[0].feed([share[part]])
-            for k, segment in enumerate(chain):
-                counts[k] += len(positions)
-                probs = segment.run()
-                if k == last:
-                    class_id[positions], exit_index[positions] = probs.argmax(-1), k
-                    probability[positions] = probs.max(-1)
-                    break
-                confidence = probs.max(-1)
-                leaves = confidence >= t[k]
-                if leaves.any():
-                    done = positions[leaves]
-                    class_id[done], exit_index[done] = probs[leaves].argmax(-1), k
-                    probability[done] = confidence[leaves]
-                    if leaves.all():
-                        break
-                    stays = ~leaves
-                    positions = positions[stays]
-                    segment.pass_on(chain[k + 1], stays)
-                else:  # everyone goes on: the maps are copied whole
-                    segment.pass_on(chain[k + 1], None)
-        return class_id, probability, exit_index
+        positions = np.arange(part.start, part.stop)
+        chain[0].feed([images[part]])
+        for k, segment in enumerate(chain):
+            counts[k] += len(positions)
+            probs = segment.run()
+            if k == last:
+                class_id[positions], exit_index[positions] = probs.argmax(-1), k
+                probability[positions] = probs.max(-1)
+                return
+            confidence = probs.max(-1)
+            leaves = confidence >= t[k]
+            if leaves.any():
+                done = positions[leaves]
+                class_id[done], exit_index[done] = probs[leaves].argmax(-1), k
+                probability[done] = confidence[leaves]
+                if leaves.all():
+                    return
+                stays = ~leaves
+                positions = positions[stays]
+                segment.pass_on(chain[k + 1], stays)
+            else:  # everyone goes on: the maps are copied whole
+                segment.pass_on(chain[k + 1], None)
 
 
 class _Segment:
