@@ -265,10 +265,10 @@ class LiteEarlyExit(_ParallelLite):
     output buffers into segment 2's input buffers) and go on, and so on; the last exit takes
     everyone left, and a segment no image reaches is not run. Sub-batches are handed out one at
     a time to whichever worker is free (how far a sub-batch goes varies). A single image takes
-    a shorter path with no bookkeeping. Decisions and classes are those of `msdnet_tf.evaluation.exit_indices` on the
-    TFLite model's probabilities (thresholds rounded up to float32 as in
-    `msdnet_tf.early_exit.check_thresholds`), as `msdnet_tf.early_exit.EarlyExitClassifier`
-    does on the Keras model's.
+    a shorter path with no bookkeeping. Decisions and classes are those of
+    `msdnet_tf.evaluation.exit_indices` on the TFLite model's probabilities (thresholds rounded
+    up to float32 as in `msdnet_tf.early_exit.check_thresholds`), as
+    `msdnet_tf.early_exit.EarlyExitClassifier` does on the Keras model's.
 
     Args:
         segments: the K flatbuffers of `msdnet_tf.export.to_tflite_segments` (bytes or paths),
