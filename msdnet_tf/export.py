@@ -143,15 +143,22 @@ def to_tflite(model: keras.Model) -> bytes:
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
     """
-    lite = tensorflow_lite()
     module = _Serving(model)
-    function = module.serving_default.get_concrete_function()
-    converter = lite.TFLiteConverter.from_concrete_functions([function], module)
+    return _convert(module, module.serving_default)
+
+
+def _convert(module: tf.Module, function) -> bytes:
+    """The float32 TFLite flatbuffer of `function` (a `tf.function` of `module`, with an input
+    signature), built-in TFLite ops only."""
+    lite = tensorflow_lite()
+    converter = lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], module
+    )
     converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
 
 
-class _Segment(tf.Module):
+class _SegmentModule(tf.Module):
     """One `exit_segments` segment as a TFLite-convertible function: inputs ``in0``...,
     outputs ``probs`` (the exit's softmax) and ``out0``... (what the next segment reads)."""
 
@@ -188,15 +195,8 @@ def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
     """
-    lite = tensorflow_lite()
-    contents = []
-    for segment in exit_segments(model, split_blocks):
-        module = _Segment(segment)
-        function = module.serve.get_concrete_function()
-        converter = lite.TFLiteConverter.from_concrete_functions([function], module)
-        converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS]
-        contents.append(converter.convert())
-    return contents
+    modules = [_SegmentModule(segment) for segment in exit_segments(model, split_blocks)]
+    return [_convert(module, module.serve) for module in modules]
 
 
 def tflite_probabilities(content: bytes, images, num_threads: int | None = None) -> np.ndarray:

@@ -70,14 +70,9 @@ def interpreter(content: bytes, num_threads: int | None = None):
         RuntimeError: neither LiteRT nor `tf.lite` is available.
         ValueError: `num_threads` is not a positive integer, or `content` is not a TFLite model.
     """
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
-        or num_threads < 1
-    ):  # fmt: skip
-        raise ValueError(f"`num_threads` must be a positive integer. Received: {num_threads!r}")
     kwargs = {"model_content": bytes(content)}
     if num_threads is not None:
-        kwargs["num_threads"] = int(num_threads)
+        kwargs["num_threads"] = _positive("num_threads", num_threads)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
