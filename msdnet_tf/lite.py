@@ -467,25 +467,30 @@ class _Segment:
         """Copies this segment's maps (the rows `stays`, or all when None) into `following`'s
         inputs. No view into either interpreter outlives the call (TFLite refuses to run an
         interpreter whose buffers are referenced)."""
-        runs = None if stays is None else _runs(np.flatnonzero(stays))
-        following.resize(self.batch if runs is None else sum(len(r) for r in runs))
+        runs = [(0, self.batch)] if stays is None else _runs(np.flatnonzero(stays))
+        following.resize(sum(stop - start for start, stop in runs))
         for source, target in zip(self.outputs, following.inputs):
             maps = self.interpreter.tensor(source)()
             buffer = following.interpreter.tensor(target)()
-            if runs is None:
-                buffer[...] = maps
-            else:
-                # Slice copies of runs of consecutive rows: ~3x the speed of np.take/compress
-                # into `out` on these 4-D maps.
-                start = 0
-                for rows in runs:
-                    buffer[start : start + len(rows)] = maps[rows.start : rows.stop]
-                    start += len(rows)
+            # Slice copies of runs of consecutive rows: ~2x the speed of np.take/compress into
+            # `out` on the CIFAR model's maps.
+            end = 0
+            for start, stop in runs:
+                begin, end = end, end + stop - start
+                buffer[begin:end] = maps[start:stop]
             del maps, buffer
 
 
-def _runs(rows: np.ndarray) -> list[range]:
-    """Sorted row numbers as ranges of consecutive ones: [0, 1, 2, 5, 6] -> [0:3], [5:7]."""
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts, ends = np.r_[0, breaks], np.r_[breaks, len(rows)]
-    return [range(int(rows[s]), int(rows[e - 1]) + 1) for s, e in zip(starts, ends)]
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted row numbers as (start, stop) runs of consecutive ones: [0, 1, 2, 5, 6] ->
+    [(0, 3), (5, 7)]. A plain loop: sub-batches are a few dozen rows, where numpy's calls
+    cost more than the work."""
+    rows = rows.tolist()
+    runs, start, previous = [], rows[0], rows[0]
+    for row in rows[1:]:
+        if row != previous + 1:
+            runs.append((start, previous + 1))
+            start = row
+        previous = row
+    runs.append((start, previous + 1))
+    return runs

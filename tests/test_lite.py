@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.export import tflite_probabilities, to_tflite, to_tflite_segments
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, interpreter
+from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, _runs, interpreter
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,13 @@ def test_early_exit_equals_the_simulated_evaluation(
         # Segment k ran on exactly the images that had not left before exit k.
         reached = [(exits >= k).sum() for k in range(3)]
         np.testing.assert_array_equal(engine.segment_images, reached)
+
+
+def test_stayer_rows_are_copied_as_runs_of_consecutive_rows():
+    assert _runs(np.array([0, 1, 2, 5, 6, 9])) == [(0, 3), (5, 7), (9, 10)]
+    assert _runs(np.array([3])) == [(3, 4)]
+    assert _runs(np.arange(16)) == [(0, 16)]
+    assert _runs(np.array([0, 2, 4])) == [(0, 1), (2, 3), (4, 5)]
 
 
 def test_segments_chain_to_the_full_model(testing_model, segments, many_images):
