@@ -188,6 +188,24 @@ def test_early_exit_single_images_and_empty_batches(segments, many_images, lite_
     }  # fmt: skip
 
 
+def test_thresholds_given_per_call_are_checked_again_when_they_change(
+    segments, many_images, lite_probs
+):
+    """The engine remembers the last thresholds it checked: a changed value, even in the same
+    array changed in place, must be used (and a NaN rejected), not the remembered one."""
+    engine = LiteEarlyExit(segments, workers=2)
+    thresholds = np.array(evaluation.budgeted_thresholds(lite_probs, 4), np.float64)
+    for p in (4, 36, 4):
+        thresholds[:] = evaluation.budgeted_thresholds(lite_probs, p)
+        out = engine(many_images, thresholds)
+        np.testing.assert_array_equal(out["exit_index"], _simulated(lite_probs, thresholds)[0])
+    thresholds[0] = np.nan
+    with pytest.raises(ValueError, match=r"must not contain NaN"):
+        engine(many_images, thresholds)
+    with pytest.raises(ValueError, match=r"1-D array of 3 values"):
+        engine(many_images, thresholds[:1])
+
+
 def test_early_exit_reads_a_folder_of_segments(segments, tmp_path, many_images, lite_probs):
     """The layout of export_model(..., tflite=True)'s tflite_segments/ (tests/test_export.py)."""
     for k, content in enumerate(segments, start=1):
