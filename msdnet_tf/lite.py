@@ -259,7 +259,9 @@ class LiteEarlyExit(_ParallelLite):
     (max softmax) is ``>= T_1`` are done, the others' maps are copied (once, from segment 1's
     output buffers into segment 2's input buffers) and go on, and so on; the last exit takes
     everyone left, and a segment no image reaches is not run. Sub-batches are handed out one at
-    a time to whichever worker is free (how far a sub-batch goes varies). A single image takes
+    a time to whichever worker is free (how far a sub-batch goes varies); once none is left, a
+    worker with stayers to send on hands half of them to an idle worker (`_Schedule`), straight
+    into that worker's buffers (the same single copy). A single image takes
     a shorter path with no bookkeeping. Decisions and classes are those of
     `msdnet_tf.evaluation.exit_indices` on the TFLite model's probabilities (thresholds rounded
     up to float32 as in `msdnet_tf.early_exit.check_thresholds`), as
@@ -277,6 +279,8 @@ class LiteEarlyExit(_ParallelLite):
         num_exits, image_shape, num_classes: as `LiteClassifier`'s.
         segment_images: int64 ``(K,)``, how many images each segment has run on, summed over
             calls (monitoring and tests).
+        handed_over: how many times a busy worker handed half of its stayers to an idle one,
+            summed over calls.
         thresholds: the default thresholds, float32 ``(K,)``, or None.
 
     Raises:
@@ -295,6 +299,7 @@ class LiteEarlyExit(_ParallelLite):
         self.num_exits = len(contents)
         self.thresholds = None if thresholds is None else self._thresholds(thresholds)
         self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
+        self.handed_over = 0
 
     @property
     def segment_images(self) -> np.ndarray:
@@ -385,26 +390,28 @@ class LiteEarlyExit(_ParallelLite):
 
     def _run_parts(self, images, t, result):
         """The sub-batches of `images`, each through the segments as far as any of its images
-        goes, handed out one at a time to whichever worker is free: how far the images of a
-        sub-batch go varies, so fixed shares would leave one core idle while the other works
-        through the stayers of its share."""
+        goes, on all workers (`_Schedule`): sub-batches go to whichever worker is free, and
+        once none is left, a worker whose images go on hands half of them to an idle one."""
         parts = self._chunks(len(images))
-        pending = iter(range(len(parts)))
-        taking = threading.Lock()
+        count = min(self.workers, len(images))  # workers beyond the sub-batches start as helpers
+        schedule = _Schedule(parts, count)
 
         def work(worker):
-            while True:
-                with taking:
-                    j = next(pending, None)
-                if j is None:
-                    return
-                self._run_part(worker, images, parts[j], t, result)
+            try:
+                while (task := schedule.take(worker)) is not None:
+                    if isinstance(task, slice):
+                        self._runners[worker][0].feed([images[task]])
+                        task = (0, np.arange(task.start, task.stop))
+                    self._run_from(worker, *task, t, result, schedule)
+            except BaseException:
+                schedule.stop()  # the others must not wait for this worker's stayers
+                raise
 
-        count = min(self.workers, len(parts))
         if count == 1:
             work(0)
         else:
             list(self._pool.map(work, range(count)))
+        self.handed_over += schedule.handed_over
 
     def _run_one(self, image, t):
         """(class id, confidence, exit index) of one image: segment k+1 runs only if exit k
@@ -417,17 +424,17 @@ class LiteEarlyExit(_ParallelLite):
             confidence = probs.max()
             if k == len(chain) - 1 or confidence >= t[k]:
                 return int(probs.argmax()), confidence, k
-            segment.pass_on(chain[k + 1], None)
+            segment.pass_on(chain[k + 1])
 
-    def _run_part(self, worker, images, part, t, result):
-        """Early exit of the sub-batch ``images[part]`` on `worker`'s segments; writes the
-        class, confidence and exit of each image into `result` at its position."""
+    def _run_from(self, worker, first, positions, t, result, schedule):
+        """Early exit, from segment `first` on, of the images at `positions` of the batch, whose
+        inputs to that segment are in `worker`'s buffers; writes the class, confidence and exit
+        of each image into `result` at its position."""
         chain, counts = self._runners[worker], self._counts[worker]
         class_id, probability, exit_index = result
         last = len(chain) - 1
-        positions = np.arange(part.start, part.stop)
-        chain[0].feed([images[part]])
-        for k, segment in enumerate(chain):
+        for k in range(first, len(chain)):
+            segment = chain[k]
             counts[k] += len(positions)
             probs = segment.run()
             if k == last:
@@ -436,17 +443,79 @@ class LiteEarlyExit(_ParallelLite):
                 return
             confidence = probs.max(-1)
             leaves = confidence >= t[k]
+            rows = None  # everyone goes on: the maps are copied whole
             if leaves.any():
                 done = positions[leaves]
                 class_id[done], exit_index[done] = probs[leaves].argmax(-1), k
                 probability[done] = confidence[leaves]
                 if leaves.all():
                     return
-                stays = ~leaves
-                positions = positions[stays]
-                segment.pass_on(chain[k + 1], stays)
-            else:  # everyone goes on: the maps are copied whole
-                segment.pass_on(chain[k + 1], None)
+                rows = np.flatnonzero(~leaves)
+                positions = positions[rows]
+            if len(positions) > 1 and (helper := schedule.helper()) is not None:
+                rows = np.arange(len(leaves)) if rows is None else rows
+                half = len(rows) // 2
+                segment.pass_on(self._runners[helper][k + 1], rows[half:])
+                schedule.hand_over(helper, (k + 1, positions[half:]))
+                rows, positions = rows[:half], positions[:half]
+            segment.pass_on(chain[k + 1], rows)
+
+
+class _Schedule:
+    """The work of one batch, shared by `workers` threads: first the sub-batches, one at a
+    time to whichever worker asks; then, as workers run out of them, stayers handed over.
+
+    A worker with no sub-batch left waits as a helper. A busy worker that has stayers to send
+    on to segment k+1 takes a waiting helper (`helper`), copies half of them into the
+    helper's segment k+1 buffers and hands it their positions (`hand_over`): the last
+    sub-batches' stayers are shared instead of one core finishing them while the other idles.
+    The work is done when every worker is waiting.
+    """
+
+    def __init__(self, parts: list[slice], workers: int):
+        self.parts, self.next = parts, 0
+        self.condition = threading.Condition()
+        self.waiting: list[int] = []  # helpers free to take stayers
+        self.inbox: dict[int, tuple] = {}  # helper -> (k, positions) handed over
+        self.busy = workers
+        self.handed_over = 0
+
+    def take(self, worker: int):
+        """The next task of `worker`: a sub-batch (slice), handed-over stayers ``(k,
+        positions)``, or None when all work is done."""
+        with self.condition:
+            if self.next < len(self.parts):
+                self.next += 1
+                return self.parts[self.next - 1]
+            self.busy -= 1
+            self.waiting.append(worker)
+            if self.busy == 0:
+                self.condition.notify_all()
+            while worker not in self.inbox and self.busy > 0:
+                self.condition.wait()
+            return self.inbox.pop(worker, None)
+
+    def stop(self):
+        """Ends the work for every worker (after an error in one of them)."""
+        with self.condition:
+            self.parts, self.busy = [], 0
+            self.condition.notify_all()
+
+    def helper(self) -> int | None:
+        """A waiting worker, now reserved for a `hand_over` (None if all are busy)."""
+        if not self.waiting:  # unlocked peek: the common case costs no lock
+            return None
+        with self.condition:
+            if not self.waiting:
+                return None
+            self.busy += 1
+            return self.waiting.pop()
+
+    def hand_over(self, helper: int, task: tuple):
+        with self.condition:
+            self.inbox[helper] = task
+            self.handed_over += 1
+            self.condition.notify_all()
 
 
 class _Segment:
@@ -479,11 +548,11 @@ class _Segment:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.probs)
 
-    def pass_on(self, following: _Segment, stays):
-        """Copies this segment's maps (the rows `stays`, or all when None) into `following`'s
-        inputs. No view into either interpreter outlives the call (TFLite refuses to run an
-        interpreter whose buffers are referenced)."""
-        runs = [(0, self.batch)] if stays is None else _runs(np.flatnonzero(stays))
+    def pass_on(self, following: _Segment, rows=None):
+        """Copies this segment's maps (the sorted row numbers `rows`, or all when None) into
+        `following`'s inputs. No view into either interpreter outlives the call (TFLite
+        refuses to run an interpreter whose buffers are referenced)."""
+        runs = [(0, self.batch)] if rows is None else _runs(rows)
         following.resize(sum(stop - start for start, stop in runs))
         for source, target in zip(self.outputs, following.inputs):
             maps = self.interpreter.tensor(source)()

@@ -1,13 +1,16 @@
 """`msdnet_tf.lite`: the TFLite export run by parallel interpreters on sub-batches, and the
 TFLite early exit against the simulated budgeted evaluation."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.export import tflite_probabilities, to_tflite, to_tflite_segments
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, _runs, interpreter
+from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, _runs, _Schedule, interpreter
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +162,71 @@ def test_stayer_rows_are_copied_as_runs_of_consecutive_rows():
     assert _runs(np.array([3])) == [(3, 4)]
     assert _runs(np.arange(16)) == [(0, 16)]
     assert _runs(np.array([0, 2, 4])) == [(0, 1), (2, 3), (4, 5)]
+
+
+def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
+    schedule = _Schedule([slice(0, 4), slice(4, 8)], workers=2)
+    assert schedule.take(0) == slice(0, 4) and schedule.take(0) == slice(4, 8)
+    assert schedule.helper() is None  # worker 1 has not asked yet: nobody waits
+    taken = []
+
+    def worker_1():
+        while (task := schedule.take(1)) is not None:
+            taken.append(task)
+
+    thread = threading.Thread(target=worker_1)
+    thread.start()
+    while schedule.waiting != [1]:
+        time.sleep(0.001)
+    assert schedule.helper() == 1 and schedule.helper() is None  # reserved once
+    schedule.hand_over(1, (2, np.array([5, 7])))
+    while schedule.waiting != [1]:  # worker 1 took the stayers and waits again
+        time.sleep(0.001)
+    assert schedule.take(0) is None  # worker 0 has nothing left: everyone waits, all done
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert len(taken) == 1 and taken[0][0] == 2 and taken[0][1].tolist() == [5, 7]
+    assert schedule.handed_over == 1
+
+
+def test_stayers_handed_to_an_idle_worker_keep_the_decisions(segments, many_images, lite_probs):
+    """Batches smaller than a sub-batch: the second worker starts idle and gets half of the
+    stayers after segment 1 (the hand-over depends on timing; over 20 calls it happens)."""
+    thresholds = evaluation.budgeted_thresholds(lite_probs, 20)
+    engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=64)
+    exits, classes, confidence = _simulated(lite_probs, thresholds)
+    for i in range(0, 150, 15):
+        for size in (2, 15):
+            out = engine(many_images[i : i + size])
+            np.testing.assert_array_equal(out["exit_index"], exits[i : i + size])
+            np.testing.assert_array_equal(out["class_id"], classes[i : i + size])
+            np.testing.assert_array_equal(out["probability"], confidence[i : i + size])
+    assert engine.handed_over > 0
+
+
+def test_an_error_in_one_worker_is_raised_and_frees_the_others(segments, many_images, lite_probs):
+    engine = LiteEarlyExit(segments, [np.inf, np.inf], workers=2, sub_batch=8)
+    broken = engine._runners[1][1]
+
+    def fail():
+        raise RuntimeError("segment 2 failed")
+
+    broken.run = fail
+    outcome = []
+
+    def call():
+        try:
+            engine(many_images)
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the engine hung after a worker's error"
+    assert outcome == ["segment 2 failed"]
+    del broken.run  # the engine works again
+    assert (engine(many_images)["exit_index"] == 2).all()
 
 
 def test_segments_chain_to_the_full_model(testing_model, segments, many_images):
