@@ -148,8 +148,7 @@ class _ParallelLite:
         if n <= self.sub_batch:
             return [slice(0, n)]
         count = -(-n // self.sub_batch)
-        bounds = np.linspace(0, n, count + 1).round().astype(int)
-        return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+        return _even_slices(n, count)
 
 
 class LiteClassifier(_ParallelLite):
@@ -205,8 +204,7 @@ class LiteClassifier(_ParallelLite):
         count = min(self.workers, len(images))
         if count <= 1:
             return [self._run_share(0, images)]
-        bounds = np.linspace(0, len(images), count + 1).round().astype(int)
-        shares = [images[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        shares = [images[share] for share in _even_slices(len(images), count)]
         return list(self._pool.map(self._run_share, range(count), shares))
 
     def _run_share(self, worker, share):
@@ -564,6 +562,13 @@ class _Segment:
                 begin, end = end, end + stop - start
                 buffer[begin:end] = maps[start:stop]
             del maps, buffer
+
+
+def _even_slices(n: int, count: int) -> list[slice]:
+    """`count` contiguous slices of near-equal sizes covering ``range(n)`` (plain integers:
+    np.linspace costs ~50 us, a percent of a small batch)."""
+    bounds = [(2 * i * n + count) // (2 * count) for i in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int]]:

@@ -10,7 +10,14 @@ import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.export import tflite_probabilities, to_tflite, to_tflite_segments
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, _runs, _Schedule, interpreter
+from msdnet_tf.lite import (
+    LiteClassifier,
+    LiteEarlyExit,
+    _even_slices,
+    _runs,
+    _Schedule,
+    interpreter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +162,15 @@ def test_early_exit_equals_the_simulated_evaluation(
         # Segment k ran on exactly the images that had not left before exit k.
         reached = [(exits >= k).sum() for k in range(3)]
         np.testing.assert_array_equal(engine.segment_images, reached)
+
+
+@pytest.mark.parametrize("n, count", [(64, 4), (150, 10), (10, 3), (7, 2), (2, 2), (17, 1)])
+def test_batches_are_cut_into_contiguous_near_equal_slices(n, count):
+    slices = _even_slices(n, count)
+    sizes = [s.stop - s.start for s in slices]
+    assert len(slices) == count and slices[0].start == 0 and slices[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(slices[:-1], slices[1:]))
+    assert max(sizes) - min(sizes) <= 1
 
 
 def test_stayer_rows_are_copied_as_runs_of_consecutive_rows():
