@@ -271,6 +271,9 @@ class LiteEarlyExit(_ParallelLite):
         thresholds: default thresholds, K values (or K-1); a call can give others.
         workers: interpreter sets run concurrently, one thread each (default: the cores).
         sub_batch: images per sub-batch; 1 serves single images with no batching at all.
+            Default: as many as keep the maps handed between segments within ~6 MiB (16 on
+            the CIFAR 7-exit model, 32 on the digits model; see `_cache_sized_batch`). A
+            batch is cut into at least one sub-batch per worker.
         threads: threads of each interpreter (see `LiteClassifier`).
 
     Attributes:
@@ -288,12 +291,14 @@ class LiteEarlyExit(_ParallelLite):
     """
 
     def __init__(
-        self, segments, thresholds=None, workers=None, sub_batch: int = 16, threads: int = 1
+        self, segments, thresholds=None, workers=None, sub_batch: int | None = None, threads=1
     ):
-        super().__init__(workers, sub_batch, threads)
+        super().__init__(workers, 1 if sub_batch is None else sub_batch, threads)
         self._checked = None  # (the last thresholds given, their check)
         contents = _segment_contents(segments)
         self._runners = [self._chain(contents) for _ in range(self.workers)]
+        if sub_batch is None:
+            self.sub_batch = _cache_sized_batch(self._runners[0])
         self.num_exits = len(contents)
         self.thresholds = None if thresholds is None else self._thresholds(thresholds)
         self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
@@ -390,8 +395,9 @@ class LiteEarlyExit(_ParallelLite):
         """The sub-batches of `images`, each through the segments as far as any of its images
         goes, on all workers (`_Schedule`): sub-batches go to whichever worker is free, and
         once none is left, a worker whose images go on hands half of them to an idle one."""
-        parts = self._chunks(len(images))
-        count = min(self.workers, len(images))  # workers beyond the sub-batches start as helpers
+        n = len(images)
+        count = min(self.workers, n)
+        parts = _even_slices(n, max(count, -(-n // self.sub_batch)))  # one per worker at least
         schedule = _Schedule(parts, count)
 
         def work(worker):
@@ -562,6 +568,19 @@ class _Segment:
                 begin, end = end, end + stop - start
                 buffer[begin:end] = maps[start:stop]
             del maps, buffer
+
+
+# Bytes of the maps one sub-batch hands between segments that keep the engine fastest: measured
+# on a 2-core AMD EPYC VM (benchmarks/RESULTS.md), 16 images best on the CIFAR 7-exit model
+# (373 KB per image into segment 3), 32 on the digits model (74 KB).
+_MAPS_PER_SUB_BATCH = 6 * 2**20
+
+
+def _cache_sized_batch(chain) -> int:
+    """Images per sub-batch whose largest hand-over between segments fits
+    `_MAPS_PER_SUB_BATCH` bytes, between 4 and 32."""
+    per_image = max(sum(4 * int(np.prod(shape)) for shape in s.shapes) for s in chain[1:] or chain)
+    return int(np.clip(_MAPS_PER_SUB_BATCH // per_image, 4, 32))
 
 
 def _even_slices(n: int, count: int) -> list[slice]:

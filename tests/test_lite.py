@@ -206,18 +206,41 @@ def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
 
 
 def test_stayers_handed_to_an_idle_worker_keep_the_decisions(segments, many_images, lite_probs):
-    """Batches smaller than a sub-batch: the second worker starts idle and gets half of the
-    stayers after segment 1 (the hand-over depends on timing; over 20 calls it happens)."""
+    """The first sub-batch leaves at exit 1, the second goes to the end: its worker hands half
+    of its stayers to the first worker, waiting since segment 1 (at the latest before
+    segment 3). Decisions, classes and confidences are unchanged."""
+    order = np.argsort(-lite_probs[0].max(-1), kind="stable")
+    picked = np.concatenate([order[:16], order[-16:]])  # 16 confident at exit 1, 16 not
+    probs, images = lite_probs[:, picked], many_images[picked]
+    thresholds = [probs[0, :16].max(-1).min(), np.inf, -np.inf]
+    engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=16)
+    exits, classes, confidence = _simulated(probs, thresholds)
+    assert (exits[:16] == 0).all() and (exits[16:] == 2).all()
+    for _ in range(3):
+        out = engine(images)
+        np.testing.assert_array_equal(out["exit_index"], exits)
+        np.testing.assert_array_equal(out["class_id"], classes)
+        np.testing.assert_array_equal(out["probability"], confidence)
+    assert engine.handed_over >= 1
+    np.testing.assert_array_equal(engine.segment_images, [3 * 32, 3 * 16, 3 * 16])
+
+
+def test_small_batches_use_every_worker(segments, many_images, lite_probs):
     thresholds = evaluation.budgeted_thresholds(lite_probs, 20)
     engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=64)
-    exits, classes, confidence = _simulated(lite_probs, thresholds)
+    exits, classes, _ = _simulated(lite_probs, thresholds)
     for i in range(0, 150, 15):
-        for size in (2, 15):
+        for size in (2, 3, 15):
             out = engine(many_images[i : i + size])
             np.testing.assert_array_equal(out["exit_index"], exits[i : i + size])
             np.testing.assert_array_equal(out["class_id"], classes[i : i + size])
-            np.testing.assert_array_equal(out["probability"], confidence[i : i + size])
-    assert engine.handed_over > 0
+
+
+def test_default_sub_batch_follows_the_size_of_the_maps(segments):
+    engine = LiteEarlyExit(segments)
+    per_image = max(sum(4 * int(np.prod(s)) for s in seg.shapes) for seg in engine._runners[0][1:])
+    assert engine.sub_batch == min(32, max(4, 6 * 2**20 // per_image))
+    assert LiteEarlyExit(segments, sub_batch=5).sub_batch == 5
 
 
 def test_an_error_in_one_worker_is_raised_and_frees_the_others(segments, many_images, lite_probs):
