@@ -22,9 +22,11 @@ allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 ``--engine lite`` times the TFLite runtime instead: `msdnet_tf.lite.LiteEarlyExit` on the
 `msdnet_tf.export.to_tflite_segments` flatbuffers against `msdnet_tf.lite.LiteClassifier` on
 the `to_tflite` flatbuffer (the full model), both with ``--workers`` interpreters of
-``--lite_threads`` threads each on sub-batches of ``--sub_batch`` images; prefix times from the
-TFLite prefixes. At batch 1 use ``--workers 1 --lite_threads 2`` (the lowest latency per image
-of the full model on 2 cores).
+``--lite_threads`` threads each on sub-batches of ``--sub_batch`` images (default: the size
+`LiteEarlyExit` picks for the model, 16 on CIFAR, 32 on digits, used for the full model too);
+prefix times from the TFLite prefixes. At batch 1 both run each image on one single-threaded
+interpreter (``--workers 1 --lite_threads 2`` splits each layer over 2 threads: slower for the
+engine's small segments, see RESULTS.md).
 
 Every TensorFlow graph is called through its concrete function (``get_concrete_function()``),
 as a served SavedModel signature is: Python's argument matching of a `tf.function` call
@@ -70,7 +72,9 @@ _ENGINE = flags.DEFINE_enum(
     "engine", "tf", ["tf", "lite"], "TensorFlow graphs, or the TFLite runtime (see above)."
 )
 _WORKERS = flags.DEFINE_integer("workers", None, "--engine lite: interpreters (default: cores).")
-_SUB_BATCH = flags.DEFINE_integer("sub_batch", 16, "--engine lite: images per sub-batch.")
+_SUB_BATCH = flags.DEFINE_integer(
+    "sub_batch", None, "--engine lite: images per sub-batch (default: the engine's, for both)."
+)
 _LITE_THREADS = flags.DEFINE_integer("lite_threads", 1, "--engine lite: threads per interpreter.")
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
@@ -126,16 +130,16 @@ def _concrete(model):
     return forward.get_concrete_function()
 
 
-def _full_model(model):
+def _full_model(model, sub_batch=None):
     """The full model (all exits) as the engine's runtime runs it: ``batch -> outputs``."""
     if _ENGINE.value == "lite":
         return LiteClassifier(
-            to_tflite(model), _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value
+            to_tflite(model), _WORKERS.value, sub_batch or 16, _LITE_THREADS.value
         )
     return _concrete(model)
 
 
-def prefix_time_shares(model, batches):
+def prefix_time_shares(model, batches, sub_batch=None):
     """T_k / T_K: time of the model truncated after exit k over the time of all exits, each
     built and called the same way (a functional model of the served model's tensors, in a
     `tf.function` or converted to TFLite), timed in turn; median of the paired ratios over the
@@ -143,7 +147,7 @@ def prefix_time_shares(model, batches):
     runs = []
     for k in range(1, len(model.outputs) + 1):
         prefix = keras.Model(model.inputs, model.outputs[:k])
-        forward = _full_model(prefix)
+        forward = _full_model(prefix, sub_batch)
         runs.append(lambda forward=forward: [forward(x) for x in batches])
         timed(runs[-1], 1)
     times = [[timed(run, _ITERS.value) for run in runs] for _ in range(_REPEATS.value)]
@@ -163,15 +167,16 @@ def main(argv):
         batches = [tf.constant(x) for x in batches]
     conf = np.stack([tf.nn.softmax(o).numpy().max(-1) for o in model.predict(calibration, 64, 0)])
     served = fold_batchnorm(model) if _FOLD.value else model
-    full = _full_model(served)
+    sub_batch = None
     if _ENGINE.value == "lite":
         engine = LiteEarlyExit(
             to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value
         )
-        early_exit = engine
+        early_exit, sub_batch = engine, engine.sub_batch  # the full model runs the same size
     else:
         engine = EarlyExitClassifier(served)
         early_exit = engine.function.get_concrete_function()
+    full = _full_model(served, sub_batch)
 
     def run_full():
         return [full(x) for x in batches]
@@ -180,12 +185,12 @@ def main(argv):
     per_pass = 1e3 * timed(run_full, _ITERS.value) / _ITERS.value
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
           f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}"
-          + (f" (workers {_WORKERS.value}, sub-batch {_SUB_BATCH.value}, "
+          + (f" (workers {_WORKERS.value}, sub-batch {sub_batch}, "
              f"{_LITE_THREADS.value} thread(s) each)" if _ENGINE.value == "lite" else "")
           + ", threads "
           f"{_THREADS.value}, fold={_FOLD.value}; "
           f"full model {per_pass:.1f} ms per pass")  # fmt: skip
-    prefix_times = prefix_time_shares(served, batches)
+    prefix_times = prefix_time_shares(served, batches, sub_batch)
     print("\n| up to exit | 1 | " + " | ".join(str(k) for k in range(2, n_exits + 1)) + " |")
     print("|---|" + "---:|" * n_exits)
     print("| FLOPs, share of the full model | "
