@@ -49,7 +49,11 @@ from absl import app, flags  # noqa: E402
 from msdnet_tf.costs import per_exit_costs  # noqa: E402
 from msdnet_tf.data import load_dataset  # noqa: E402
 from msdnet_tf.early_exit import EarlyExitClassifier  # noqa: E402
-from msdnet_tf.export import to_tflite, to_tflite_segments  # noqa: E402
+from msdnet_tf.export import (  # noqa: E402
+    to_tflite,
+    to_tflite_segments,
+    to_tflite_single_image,
+)
 from msdnet_tf.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
 from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
 from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
@@ -76,6 +80,9 @@ _SUB_BATCH = flags.DEFINE_integer(
     "sub_batch", None, "--engine lite: images per sub-batch (default: the engine's, for both)."
 )
 _LITE_THREADS = flags.DEFINE_integer("lite_threads", 1, "--engine lite: threads per interpreter.")
+_SINGLE_IMAGE = flags.DEFINE_bool(
+    "single_image", True, "--engine lite: single images through the one-call IF graph."
+)
 
 # Fraction of the samples leaving at each exit but the last (the last takes the rest).
 BUDGETS = {
@@ -170,8 +177,9 @@ def main(argv):
     sub_batch = None
     if _ENGINE.value == "lite":
         engine = LiteEarlyExit(
-            to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value
-        )
+            to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value,
+            to_tflite_single_image(served) if _SINGLE_IMAGE.value else None,
+        )  # fmt: skip
         early_exit, sub_batch = engine, engine.sub_batch  # the full model runs the same size
     else:
         engine = EarlyExitClassifier(served)
@@ -186,6 +194,7 @@ def main(argv):
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
           f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}"
           + (f" (workers {_WORKERS.value}, sub-batch {sub_batch}, "
+             f"single-image graph {_SINGLE_IMAGE.value}, "
              f"{_LITE_THREADS.value} thread(s) each)" if _ENGINE.value == "lite" else "")
           + ", threads "
           f"{_THREADS.value}, fold={_FOLD.value}; "

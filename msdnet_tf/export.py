@@ -57,6 +57,7 @@ __all__ = [
     "tflite_probabilities",
     "to_tflite",
     "to_tflite_segments",
+    "to_tflite_single_image",
 ]
 
 
@@ -199,6 +200,60 @@ def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
     return [_convert(module, module.serve) for module in modules]
 
 
+class _SingleImageModule(tf.Module):
+    """The `exit_segments` segments of one image chained by ``tf.cond``: segment k+1 runs only
+    if exit k's confidence is below ``thresholds[k]``. Converted to TFLite, each cond becomes an
+    ``IF`` op whose branches are subgraphs: the whole early exit is one interpreter call."""
+
+    def __init__(self, model: keras.Model, split_blocks):
+        super().__init__(name="single_image_early_exit")
+        segments = exit_segments(model, split_blocks)
+        self.segment_variables = [v.value for segment in segments for v in segment.variables]
+        count = len(segments)
+
+        def run_from(k, features, thresholds):
+            outputs = segments[k](list(features), training=False)
+            *following, logits = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            probs = tf.nn.softmax(tf.cast(logits, tf.float32))[0]
+            confidence = tf.reduce_max(probs)
+            here = (tf.argmax(probs, output_type=tf.int32), confidence, tf.constant(k, tf.int32))
+            if k == count - 1:
+                return here
+            return tf.cond(
+                confidence >= thresholds[k],
+                lambda: here,
+                lambda: run_from(k + 1, following, thresholds),
+            )
+
+        def serve(images, thresholds):
+            class_id, probability, exit_index = run_from(0, [images], thresholds)
+            return {"class_id": class_id, "probability": probability, "exit_index": exit_index}
+
+        specs = [
+            tf.TensorSpec([1, *model.inputs[0].shape[1:]], tf.float32, name="images"),
+            tf.TensorSpec([count], tf.float32, name="thresholds"),
+        ]
+        self.serve = tf.function(serve, input_signature=specs, autograph=False)
+
+
+def to_tflite_single_image(model: keras.Model, split_blocks=(1,)) -> bytes:
+    """Converts an MSD-Net to a TFLite flatbuffer of the early exit of one image.
+
+    Signature ``serving_default``: inputs ``images`` (``[1, H, W, C]`` float32) and
+    ``thresholds`` (``[K]`` float32, rounded up as `msdnet_tf.early_exit.check_thresholds`
+    does), outputs ``class_id``, ``probability`` and ``exit_index`` (scalars, 0-based exit).
+    The exits' decisions are ``IF`` ops (TFLite control flow): segment k+1 (the
+    `to_tflite_segments` segment) runs only if exit k is not confident enough, all within one
+    interpreter call, with no Python between segments and no copy through Python buffers.
+    `msdnet_tf.lite.LiteEarlyExit` serves single images with it (``single_image=``).
+
+    Raises:
+        RuntimeError: this TensorFlow build has no `tf.lite`.
+    """
+    module = _SingleImageModule(model, split_blocks)
+    return _convert(module, module.serve)
+
+
 def tflite_probabilities(content: bytes, images, num_threads: int | None = None) -> np.ndarray:
     """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
 
@@ -241,8 +296,9 @@ def export_model(
 
     Files: ``saved_model/`` (`export_saved_model`), ``model.keras``, ``thresholds.json`` (when
     thresholds are given: float32-exact values, ``"inf"`` / ``"-inf"`` strings), and when
-    `tflite`: ``model.tflite`` (`to_tflite`) and ``tflite_segments/segment{k}.tflite``
-    (`to_tflite_segments`, for `msdnet_tf.lite.LiteEarlyExit`).
+    `tflite`: ``model.tflite`` (`to_tflite`), ``tflite_segments/segment{k}.tflite``
+    (`to_tflite_segments`) and ``tflite_segments/single_image.tflite``
+    (`to_tflite_single_image`), the files of `msdnet_tf.lite.LiteEarlyExit`.
 
     Args:
         model: an MSD-Net.
@@ -274,6 +330,8 @@ def export_model(
         for k, content in enumerate(to_tflite_segments(model), start=1):
             with open(os.path.join(paths["tflite_segments"], f"segment{k}.tflite"), "wb") as f:
                 f.write(content)
+        with open(os.path.join(paths["tflite_segments"], "single_image.tflite"), "wb") as f:
+            f.write(to_tflite_single_image(model))
     return paths
 
 
@@ -287,6 +345,7 @@ def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats)
     out = engine(images)
     simulated = evaluation.budgeted_evaluate(lite, labels, thresholds, flops)
     counts = np.bincount(out["exit_index"], minlength=len(flops))
+    singles = [engine(images[i : i + 1]) for i in range(min(len(images), 64))]
     full_seconds = _median_seconds(lambda: classifier(images), repeats)
     early_seconds = _median_seconds(lambda: engine(images), repeats)
     return {
@@ -299,6 +358,11 @@ def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats)
             "equals_simulated_evaluation": bool(
                 np.array_equal(out["exit_index"], simulated.exit_index)
                 and np.array_equal(out["class_id"], simulated.predictions)
+            ),
+            "single_images_equal_simulated_evaluation": all(
+                (one["exit_index"][0], one["class_id"][0])
+                == (simulated.exit_index[i], simulated.predictions[i])
+                for i, one in enumerate(singles)
             ),
             "full_s": full_seconds,
             "early_exit_s": early_seconds,

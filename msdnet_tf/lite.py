@@ -275,6 +275,10 @@ class LiteEarlyExit(_ParallelLite):
             the CIFAR 7-exit model, 32 on the digits model; see `_cache_sized_batch`). A
             batch is cut into at least one sub-batch per worker.
         threads: threads of each interpreter (see `LiteClassifier`).
+        single_image: the `msdnet_tf.export.to_tflite_single_image` flatbuffer (bytes or
+            path; found by itself as ``single_image.tflite`` in a `segments` folder): single
+            images then take one interpreter call with the exit decisions inside the graph
+            (TFLite ``IF`` ops), no Python or buffer copies between segments.
 
     Attributes:
         num_exits, image_shape, num_classes: as `LiteClassifier`'s.
@@ -291,7 +295,13 @@ class LiteEarlyExit(_ParallelLite):
     """
 
     def __init__(
-        self, segments, thresholds=None, workers=None, sub_batch: int | None = None, threads=1
+        self,
+        segments,
+        thresholds=None,
+        workers=None,
+        sub_batch: int | None = None,
+        threads=1,
+        single_image=None,
     ):
         super().__init__(workers, 1 if sub_batch is None else sub_batch, threads)
         self._checked = None  # (the last thresholds given, their check)
@@ -299,6 +309,14 @@ class LiteEarlyExit(_ParallelLite):
         self._runners = [self._chain(contents) for _ in range(self.workers)]
         if sub_batch is None:
             self.sub_batch = _cache_sized_batch(self._runners[0])
+        if single_image is None and isinstance(segments, (str, os.PathLike)):
+            found = os.path.join(os.fspath(segments), "single_image.tflite")
+            single_image = found if os.path.isfile(found) else None
+        self._single = None
+        if single_image is not None:
+            self._single = _SingleImage(
+                _read(single_image), self.threads, len(contents), self.image_shape
+            )
         self.num_exits = len(contents)
         self.thresholds = None if thresholds is None else self._thresholds(thresholds)
         self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
@@ -420,6 +438,10 @@ class LiteEarlyExit(_ParallelLite):
     def _run_one(self, image, t):
         """(class id, confidence, exit index) of one image: segment k+1 runs only if exit k
         is not confident enough."""
+        if self._single is not None:
+            class_id, confidence, k = self._single(image, t)
+            self._counts[0, : k + 1] += 1
+            return class_id, confidence, k
         chain, counts = self._runners[0], self._counts[0]
         chain[0].feed([image])
         for k, segment in enumerate(chain):
@@ -463,6 +485,43 @@ class LiteEarlyExit(_ParallelLite):
                 schedule.hand_over(helper, (k + 1, positions[half:]))
                 rows, positions = rows[:half], positions[:half]
             segment.pass_on(chain[k + 1], rows)
+
+
+class _SingleImage:
+    """The `to_tflite_single_image` interpreter: one image and the thresholds in, (class id,
+    confidence, exit index) out."""
+
+    _INPUTS, _OUTPUTS = ("images", "thresholds"), ("class_id", "exit_index", "probability")
+
+    def __init__(self, content: bytes, threads: int, num_exits: int, image_shape):
+        self.interpreter = interpreter(content, threads)
+        runner = self.interpreter.get_signature_runner(_SIGNATURE)
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        shapes = {name: tuple(int(d) for d in inputs[name]["shape"]) for name in inputs}
+        if (
+            sorted(inputs) != list(self._INPUTS)
+            or sorted(outputs) != list(self._OUTPUTS)
+            or (shapes != {"images": (1, *image_shape), "thresholds": (num_exits,)})
+        ):
+            raise ValueError(
+                "`single_image` is not the flatbuffer of msdnet_tf.export.to_tflite_single_image "
+                f"for these segments (inputs images (1, {', '.join(map(str, image_shape))}) and "
+                f"thresholds ({num_exits},); outputs {', '.join(self._OUTPUTS)}). Received: "
+                f"inputs {shapes}, outputs {sorted(outputs)}"
+            )
+        del runner  # it references the interpreter's data: TFLite would refuse to allocate
+        self.interpreter.allocate_tensors()
+        self.images, self.thresholds = (inputs[name]["index"] for name in self._INPUTS)
+        self.outputs = [
+            outputs[name]["index"] for name in ("class_id", "probability", "exit_index")
+        ]
+
+    def __call__(self, image: np.ndarray, thresholds: np.ndarray):
+        self.interpreter.set_tensor(self.images, image)
+        self.interpreter.set_tensor(self.thresholds, thresholds)
+        self.interpreter.invoke()
+        class_id, confidence, k = (self.interpreter.get_tensor(i) for i in self.outputs)
+        return int(class_id), confidence, int(k)
 
 
 class _Schedule:

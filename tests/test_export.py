@@ -236,7 +236,8 @@ def test_export_script_on_a_run_folder(testing_model, tmp_path):
     assert sorted(os.listdir(out)) == ["model.keras", "model.tflite", "saved_model",
                                        "tflite_segments", "thresholds.json"]  # fmt: skip
     assert sorted(os.listdir(out / "tflite_segments")) == [
-        "segment1.tflite", "segment2.tflite", "segment3.tflite"]  # fmt: skip
+        "segment1.tflite", "segment2.tflite", "segment3.tflite",
+        "single_image.tflite"]  # fmt: skip
     with open(out / "thresholds.json") as f:
         assert json.load(f) == {"thresholds": [0.30000001192092896, "inf", "-inf"]}
 
@@ -295,6 +296,7 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     # The TFLite early exit decides exactly as the simulated evaluation of the TFLite model.
     lite_early = check["tflite"]["early_exit"]
     assert lite_early["equals_simulated_evaluation"]
+    assert lite_early["single_images_equal_simulated_evaluation"]
     assert sum(lite_early["exit_counts"]) == 450 and lite_early["measured_speedup"] > 0
 
 

@@ -9,7 +9,12 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
-from msdnet_tf.export import tflite_probabilities, to_tflite, to_tflite_segments
+from msdnet_tf.export import (
+    tflite_probabilities,
+    to_tflite,
+    to_tflite_segments,
+    to_tflite_single_image,
+)
 from msdnet_tf.lite import (
     LiteClassifier,
     LiteEarlyExit,
@@ -313,15 +318,58 @@ def test_thresholds_given_per_call_are_checked_again_when_they_change(
         engine(many_images, thresholds[:1])
 
 
-def test_early_exit_reads_a_folder_of_segments(segments, tmp_path, many_images, lite_probs):
+@pytest.fixture(scope="module")
+def single_image(testing_model):
+    return to_tflite_single_image(testing_model)
+
+
+def test_single_image_graph_decides_as_the_simulated_evaluation(
+    segments, single_image, many_images, lite_probs
+):
+    """The one-call graph (exit decisions as TFLite IF ops) takes exactly the decisions of the
+    simulated evaluation, image by image, at three budget levels; segment counts follow."""
+    engine = LiteEarlyExit(segments, workers=1, single_image=single_image)
+    for p in (4, 20, 36):
+        thresholds = evaluation.budgeted_thresholds(lite_probs, p)
+        exits, classes, confidence = _simulated(lite_probs, thresholds)
+        before = engine.segment_images.copy()
+        outs = [engine(many_images[i : i + 1], thresholds) for i in range(150)]
+        np.testing.assert_array_equal([o["exit_index"][0] for o in outs], exits)
+        np.testing.assert_array_equal([o["class_id"][0] for o in outs], classes)
+        np.testing.assert_array_equal([o["probability"][0] for o in outs], confidence)
+        assert len(set(exits.tolist())) > 1
+        reached = [(exits >= k).sum() for k in range(3)]
+        np.testing.assert_array_equal(engine.segment_images - before, reached)
+    # Batches still run the segments.
+    out = engine(many_images, thresholds)
+    np.testing.assert_array_equal(out["exit_index"], exits)
+
+
+def test_single_image_graph_is_checked(segments, single_image, content, tmp_path):
+    with pytest.raises(ValueError, match=r"not the flatbuffer of .*to_tflite_single_image"):
+        LiteEarlyExit(segments, single_image=content)
+    with pytest.raises(FileNotFoundError, match=r"No TFLite file at"):
+        LiteEarlyExit(segments, single_image=str(tmp_path / "absent.tflite"))
+    with pytest.raises(ValueError, match=r"`content` is not a TFLite model"):
+        LiteEarlyExit(segments, single_image=b"garbage!")
+
+
+def test_early_exit_reads_a_folder_of_segments(
+    segments, single_image, tmp_path, many_images, lite_probs
+):
     """The layout of export_model(..., tflite=True)'s tflite_segments/ (tests/test_export.py)."""
     for k, content in enumerate(segments, start=1):
         (tmp_path / f"segment{k}.tflite").write_bytes(content)
     thresholds = evaluation.budgeted_thresholds(lite_probs, 20)
+    exits = _simulated(lite_probs, thresholds)[0]
     engine = LiteEarlyExit(str(tmp_path), thresholds)
     assert (engine.num_exits, engine.image_shape, engine.num_classes) == (3, (16, 16, 3), 10)
-    np.testing.assert_array_equal(engine(many_images)["exit_index"],
-                                  _simulated(lite_probs, thresholds)[0])  # fmt: skip
+    assert engine._single is None
+    np.testing.assert_array_equal(engine(many_images)["exit_index"], exits)
+    (tmp_path / "single_image.tflite").write_bytes(single_image)
+    engine = LiteEarlyExit(str(tmp_path), thresholds)
+    assert engine._single is not None  # found in the folder
+    assert [engine(many_images[i : i + 1])["exit_index"][0] for i in range(20)] == list(exits[:20])
 
 
 def test_early_exit_bad_input_is_rejected(segments, tmp_path):
