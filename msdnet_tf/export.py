@@ -15,9 +15,10 @@ float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reloa
 ``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
 
 `to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
-flatbuffer (run it with `msdnet_tf.lite.LiteClassifier`, the fastest CPU path). One TFLite graph
-cannot skip work depending on its data, so `to_tflite_segments` cuts the model at its exits into
-K flatbuffers, which `msdnet_tf.lite.LiteEarlyExit` chains into a real early exit.
+flatbuffer (run it with `msdnet_tf.lite.LiteClassifier`, the fastest CPU path). A TFLite graph
+cannot drop some of a batch's images half-way, so `to_tflite_segments` cuts the model at its
+exits into K flatbuffers, which `msdnet_tf.lite.LiteEarlyExit` chains into a real early exit;
+`to_tflite_single_image` is the early exit of one image as one graph (TFLite ``IF`` ops).
 
 Example:
     >>> export_model(model, "export", thresholds=thresholds, tflite=True)
@@ -187,7 +188,7 @@ def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
     Segment k's signature ``serving_default`` takes ``in0``, ``in1``... (the image for k = 1,
     then what segment k-1 returned as ``out0``, ``out1``...) and returns ``probs`` (exit k's
     softmax, ``[N, classes]``) and ``out0``... for segment k+1. `msdnet_tf.lite.LiteEarlyExit`
-    chains them with a real early exit, which one TFLite graph cannot express.
+    chains them with a real early exit on batches, which one TFLite graph cannot express.
 
     Args:
         model: an MSD-Net.

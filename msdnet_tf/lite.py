@@ -14,10 +14,11 @@ channels). `LiteClassifier` adds what a server wants on top:
 Outputs are the exits' softmax probabilities, equal to the Keras model's up to float32
 round-off (XNNPACK sums in another order: ~1e-6). Measured speed: benchmarks/RESULTS.md.
 
-`LiteEarlyExit` is a real early exit on the same runtime: one TFLite graph has no
-data-dependent control flow, so `msdnet_tf.export.to_tflite_segments` cuts the model at its
-exits into K flatbuffers (`msdnet_tf.early_exit.exit_segments`) and the engine chains them,
-sending to segment k+1 only the images whose exit-k confidence is below ``T_k``.
+`LiteEarlyExit` is a real early exit on the same runtime: a TFLite graph cannot drop some of a
+batch's images half-way, so `msdnet_tf.export.to_tflite_segments` cuts the model at its exits
+into K flatbuffers (`msdnet_tf.early_exit.exit_segments`) and the engine chains them, sending
+to segment k+1 only the images whose exit-k confidence is below ``T_k``. Single images can take
+`msdnet_tf.export.to_tflite_single_image`'s graph instead (the decisions as TFLite ``IF`` ops).
 
 Example:
     >>> from msdnet_tf.export import to_tflite, to_tflite_segments
