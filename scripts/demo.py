@@ -86,6 +86,12 @@ def stage_export(config, workdir):
         f"{same} the simulated evaluation; {lite_early['measured_speedup']:.2f}x the full TFLite "
         f"model's throughput (FLOPs predict {lite_early['flops_predicted_speedup']:.2f}x)"
     )
+    one = lite_early.get("single_images_equal_simulated_evaluation")
+    if one is not None:
+        print(
+            "TFLite single-image graph (single_image.tflite, exits as IF ops): decisions "
+            f"{'equal to' if one else 'DIFFERENT FROM'} the simulated evaluation"
+        )
 
 
 STAGES = [
