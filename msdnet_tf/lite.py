@@ -632,7 +632,7 @@ class _Segment:
 
 # Bytes of the maps one sub-batch hands between segments that keep the engine fastest: measured
 # on a 2-core AMD EPYC VM (benchmarks/RESULTS.md), 16 images best on the CIFAR 7-exit model
-# (373 KB per image into segment 3), 32 on the digits model (74 KB).
+# (373 KB per image into segment 3), 32 on the digits model (74 KB into segment 2).
 _MAPS_PER_SUB_BATCH = 6 * 2**20
 
 
