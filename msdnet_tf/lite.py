@@ -301,12 +301,13 @@ class LiteEarlyExit(_ParallelLite):
         thresholds=None,
         workers=None,
         sub_batch: int | None = None,
-        threads=1,
+        threads: int = 1,
         single_image=None,
     ):
         super().__init__(workers, 1 if sub_batch is None else sub_batch, threads)
         self._checked = None  # (the last thresholds given, their check)
         contents = _segment_contents(segments)
+        self.num_exits = len(contents)
         self._runners = [self._chain(contents) for _ in range(self.workers)]
         if sub_batch is None:
             self.sub_batch = _cache_sized_batch(self._runners[0])
@@ -316,9 +317,8 @@ class LiteEarlyExit(_ParallelLite):
         self._single = None
         if single_image is not None:
             self._single = _SingleImage(
-                _read(single_image), self.threads, len(contents), self.image_shape
+                _read(single_image), self.threads, self.num_exits, self.image_shape
             )
-        self.num_exits = len(contents)
         self.thresholds = None if thresholds is None else self._thresholds(thresholds)
         self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
         self.handed_over = 0
@@ -364,7 +364,7 @@ class LiteEarlyExit(_ParallelLite):
         model's segment 1 on one image) once."""
         from msdnet_tf.early_exit import check_thresholds
 
-        values = np.asarray(thresholds) if not isinstance(thresholds, np.ndarray) else thresholds
+        values = np.asarray(thresholds)
         key = (
             (values.dtype.str, values.shape, values.tobytes())
             if values.dtype.kind in "fiu"
@@ -492,7 +492,9 @@ class _SingleImage:
     """The `to_tflite_single_image` interpreter: one image and the thresholds in, (class id,
     confidence, exit index) out."""
 
-    _INPUTS, _OUTPUTS = ("images", "thresholds"), ("class_id", "exit_index", "probability")
+    _INPUTS = ("images", "thresholds")
+    _RETURNED = ("class_id", "probability", "exit_index")  # the order __call__ returns
+    _OUTPUTS = tuple(sorted(_RETURNED))
 
     def __init__(self, content: bytes, threads: int, num_exits: int, image_shape):
         self.interpreter = interpreter(content, threads)
@@ -513,9 +515,7 @@ class _SingleImage:
         del runner  # it references the interpreter's data: TFLite would refuse to allocate
         self.interpreter.allocate_tensors()
         self.images, self.thresholds = (inputs[name]["index"] for name in self._INPUTS)
-        self.outputs = [
-            outputs[name]["index"] for name in ("class_id", "probability", "exit_index")
-        ]
+        self.outputs = [outputs[name]["index"] for name in self._RETURNED]
 
     def __call__(self, image: np.ndarray, thresholds: np.ndarray):
         self.interpreter.set_tensor(self.images, image)
