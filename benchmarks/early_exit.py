@@ -23,7 +23,7 @@ allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 `msdnet_tf.export.to_tflite_segments` flatbuffers against `msdnet_tf.lite.LiteClassifier` on
 the `to_tflite` flatbuffer (the full model), both with ``--workers`` interpreters of
 ``--lite_threads`` threads each on sub-batches of ``--sub_batch`` images (default: the size
-`LiteEarlyExit` picks for the model, 16 on CIFAR, 32 on digits, used for the full model too);
+`LiteEarlyExit` picks for the model, 20 on CIFAR, 32 on digits, used for the full model too);
 prefix times from the TFLite prefixes. At batch 1 both run each image on one single-threaded
 interpreter (``--workers 1 --lite_threads 2`` splits each layer over 2 threads: slower for the
 engine's small segments, see RESULTS.md).
@@ -80,6 +80,9 @@ _SUB_BATCH = flags.DEFINE_integer(
     "sub_batch", None, "--engine lite: images per sub-batch (default: the engine's, for both)."
 )
 _LITE_THREADS = flags.DEFINE_integer("lite_threads", 1, "--engine lite: threads per interpreter.")
+_SPLIT_BLOCKS = flags.DEFINE_string(
+    "split_blocks", "all", "--engine lite: blocks split at their exit (comma-separated, or 'all')."
+)
 _SINGLE_IMAGE = flags.DEFINE_bool(
     "single_image", True, "--engine lite: single images through the one-call IF graph."
 )
@@ -161,6 +164,13 @@ def prefix_time_shares(model, batches, sub_batch=None):
     return np.array([statistics.median(t[k] / t[-1] for t in times) for k in range(len(runs))])
 
 
+def _split_blocks():
+    """`--split_blocks` as `to_tflite_segments` takes it: None for 'all', else block numbers."""
+    if _SPLIT_BLOCKS.value == "all":
+        return None
+    return tuple(int(b) for b in _SPLIT_BLOCKS.value.split(",") if b)
+
+
 def main(argv):
     del argv
     if _THREADS.value != "default":
@@ -176,9 +186,11 @@ def main(argv):
     served = fold_batchnorm(model) if _FOLD.value else model
     sub_batch = None
     if _ENGINE.value == "lite":
+        split = _split_blocks()
         engine = LiteEarlyExit(
-            to_tflite_segments(served), None, _WORKERS.value, _SUB_BATCH.value, _LITE_THREADS.value,
-            to_tflite_single_image(served) if _SINGLE_IMAGE.value else None,
+            to_tflite_segments(served, split), None, _WORKERS.value, _SUB_BATCH.value,
+            _LITE_THREADS.value,
+            to_tflite_single_image(served, split) if _SINGLE_IMAGE.value else None,
         )  # fmt: skip
         early_exit, sub_batch = engine, engine.sub_batch  # the full model runs the same size
     else:
@@ -194,7 +206,7 @@ def main(argv):
     print(f"{_MODEL.value or _PRESET.value}, {len(pool)} {_DATA.value} images in batches of "
           f"{_BATCH.value}, {os.cpu_count()} cores, engine {_ENGINE.value}"
           + (f" (workers {_WORKERS.value}, sub-batch {sub_batch}, "
-             f"single-image graph {_SINGLE_IMAGE.value}, "
+             f"single-image graph {_SINGLE_IMAGE.value}, split blocks {_SPLIT_BLOCKS.value}, "
              f"{_LITE_THREADS.value} thread(s) each)" if _ENGINE.value == "lite" else "")
           + ", threads "
           f"{_THREADS.value}, fold={_FOLD.value}; "

@@ -182,7 +182,7 @@ class _SegmentModule(tf.Module):
         self.serve = tf.function(run, input_signature=specs, autograph=False)
 
 
-def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
+def to_tflite_segments(model: keras.Model, split_blocks=None) -> list[bytes]:
     """Converts an MSD-Net to K float32 TFLite flatbuffers, one per `exit_segments` segment.
 
     Segment k's signature ``serving_default`` takes ``in0``, ``in1``... (the image for k = 1,
@@ -192,7 +192,14 @@ def to_tflite_segments(model: keras.Model, split_blocks=(1,)) -> list[bytes]:
 
     Args:
         model: an MSD-Net.
-        split_blocks: as in `msdnet_tf.early_exit.exit_stages` (default: block 1).
+        split_blocks: as in `msdnet_tf.early_exit.exit_stages`. Default: every block, so that
+            a sample leaving at exit k never computes block k's maps that only block k+1 reads.
+            On TFLite a split costs the samples that stay one more copy of maps, nothing else
+            (a single-threaded interpreter runs no exit head beside the next block, as
+            TensorFlow's inter-op threads do): paired A/B on the 2-core VM, worst budget of
+            each run: CIFAR batch 64 87-89% of the FLOPs-predicted speed-up against 79-85%
+            with block 1 alone split, digits batch 1 84-91% against 82-85%, the others on
+            par (benchmarks/lite_split.py, benchmarks/RESULTS.md).
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
@@ -237,7 +244,7 @@ class _SingleImageModule(tf.Module):
         self.serve = tf.function(serve, input_signature=specs, autograph=False)
 
 
-def to_tflite_single_image(model: keras.Model, split_blocks=(1,)) -> bytes:
+def to_tflite_single_image(model: keras.Model, split_blocks=None) -> bytes:
     """Converts an MSD-Net to a TFLite flatbuffer of the early exit of one image.
 
     Signature ``serving_default``: inputs ``images`` (``[1, H, W, C]`` float32) and
@@ -247,6 +254,7 @@ def to_tflite_single_image(model: keras.Model, split_blocks=(1,)) -> bytes:
     `to_tflite_segments` segment) runs only if exit k is not confident enough, all within one
     interpreter call, with no Python between segments and no copy through Python buffers.
     `msdnet_tf.lite.LiteEarlyExit` serves single images with it (``single_image=``).
+    `split_blocks`: as in `to_tflite_segments` (default: every block).
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.

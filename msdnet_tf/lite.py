@@ -272,9 +272,9 @@ class LiteEarlyExit(_ParallelLite):
         thresholds: default thresholds, K values (or K-1); a call can give others.
         workers: interpreter sets run concurrently, one thread each (default: the cores).
         sub_batch: images per sub-batch; 1 serves single images with no batching at all.
-            Default: as many as keep the maps handed between segments within ~6 MiB (16 on
-            the CIFAR 7-exit model, 32 on the digits model; see `_cache_sized_batch`). A
-            batch is cut into at least one sub-batch per worker.
+            Default: as many as keep the maps handed between segments within ~6 MiB (20 on
+            the CIFAR 7-exit model, 32 on the digits model, segments of every block split;
+            see `_cache_sized_batch`). A batch is cut into at least one sub-batch per worker.
         threads: threads of each interpreter (see `LiteClassifier`).
         single_image: the `msdnet_tf.export.to_tflite_single_image` flatbuffer (bytes or
             path; found by itself as ``single_image.tflite`` in a `segments` folder): single
@@ -631,8 +631,10 @@ class _Segment:
 
 
 # Bytes of the maps one sub-batch hands between segments that keep the engine fastest: measured
-# on a 2-core AMD EPYC VM (benchmarks/RESULTS.md), 16 images best on the CIFAR 7-exit model
-# (373 KB per image into segment 3), 32 on the digits model (74 KB into segment 2).
+# on a 2-core AMD EPYC VM (benchmarks/RESULTS.md) with block 1 alone split: 16 images best on the
+# CIFAR 7-exit model (373 KB per image into segment 3), 32 on the digits model (74 KB into segment
+# 2). With every block split (the default segments) that is 20 CIFAR images (311 KB into segment
+# 3), the size benchmarks/lite_split.py measured.
 _MAPS_PER_SUB_BATCH = 6 * 2**20
 
 

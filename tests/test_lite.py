@@ -149,12 +149,12 @@ def _simulated(probs, thresholds):
 
 
 @pytest.mark.parametrize(
-    "split_blocks, workers, sub_batch", [((1,), 2, 16), ((1,), 1, 7), ((), 3, 1), (None, 2, 5)]
+    "split_blocks, workers, sub_batch", [(None, 2, 16), (None, 1, 7), ((), 3, 1), ((1,), 2, 5)]
 )
 def test_early_exit_equals_the_simulated_evaluation(
     testing_model, segments, many_images, lite_probs, split_blocks, workers, sub_batch
 ):
-    contents = segments if split_blocks == (1,) else to_tflite_segments(testing_model, split_blocks)
+    contents = segments if split_blocks is None else to_tflite_segments(testing_model, split_blocks)
     for p in (4, 20, 36):  # budget levels: most leave early ... most go far
         thresholds = evaluation.budgeted_thresholds(lite_probs, p)
         engine = LiteEarlyExit(contents, thresholds, workers=workers, sub_batch=sub_batch)
