@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 
 from msdnet_tf.costs import per_exit_costs  # noqa: E402
 from msdnet_tf.export import (  # noqa: E402
-    to_tflite,  # noqa: E402
+    to_tflite,
     to_tflite_segments,
     to_tflite_single_image,
 )

@@ -197,7 +197,7 @@ def to_tflite_segments(model: keras.Model, split_blocks=None) -> list[bytes]:
             On TFLite a split costs the samples that stay one more copy of maps, nothing else
             (a single-threaded interpreter runs no exit head beside the next block, as
             TensorFlow's inter-op threads do): paired A/B on the 2-core VM, worst budget of
-            each run: CIFAR batch 64 87-89% of the FLOPs-predicted speed-up against 79-85%
+            each run: CIFAR batch 64 87-91% of the FLOPs-predicted speed-up against 79-85%
             with block 1 alone split, digits batch 1 84-91% against 82-85%, the others on
             par (benchmarks/lite_split.py, benchmarks/RESULTS.md).
 
