@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
+from msdnet_tf.early_exit import exit_segments
 from msdnet_tf.export import (
     tflite_probabilities,
     to_tflite,
@@ -246,6 +247,19 @@ def test_default_sub_batch_follows_the_size_of_the_maps(segments):
     per_image = max(sum(4 * int(np.prod(s)) for s in seg.shapes) for seg in engine._runners[0][1:])
     assert engine.sub_batch == min(32, max(4, 6 * 2**20 // per_image))
     assert LiteEarlyExit(segments, sub_batch=5).sub_batch == 5
+
+
+def test_default_segments_split_every_block_at_its_exit(testing_model, segments):
+    """Segment k+1 reads what `exit_segments(model, None)` hands it: the maps of block k's
+    part after exit k are computed only for the images that stay."""
+    engine = LiteEarlyExit(segments)
+    expected = [
+        [list(t.shape[1:]) for t in segment.inputs]
+        for segment in exit_segments(testing_model, None)
+    ]
+    assert [segment.shapes for segment in engine._runners[0]] == expected
+    block_1_only = [list(t.shape[1:]) for t in exit_segments(testing_model, (1,))[2].inputs]
+    assert expected[2] != block_1_only  # the test model's blocks differ in the two cuts
 
 
 def test_an_error_in_one_worker_is_raised_and_frees_the_others(segments, many_images, lite_probs):
