@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from msdnet_tf import evaluation
+from msdnet_tf import evaluation, lite
 from msdnet_tf.early_exit import exit_segments
 from msdnet_tf.export import (
     tflite_probabilities,
@@ -211,15 +211,36 @@ def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
     assert schedule.handed_over == 1
 
 
-def test_stayers_handed_to_an_idle_worker_keep_the_decisions(segments, many_images, lite_probs):
+def test_stayers_handed_to_an_idle_worker_keep_the_decisions(
+    segments, many_images, lite_probs, monkeypatch
+):
     """The first sub-batch leaves at exit 1, the second goes to the end: its worker hands half
-    of its stayers to the first worker, waiting since segment 1 (at the latest before
-    segment 3). Decisions, classes and confidences are unchanged."""
+    of its stayers to the first worker, waiting since segment 1, before segment 3. Decisions,
+    classes and confidences are unchanged. Segment 2 waits until a worker is idle, so that the
+    hand-over happens however the threads are scheduled (a loaded machine can delay the
+    first worker's return to the schedule past the second worker's segments)."""
     order = np.argsort(-lite_probs[0].max(-1), kind="stable")
     picked = np.concatenate([order[:16], order[-16:]])  # 16 confident at exit 1, 16 not
     probs, images = lite_probs[:, picked], many_images[picked]
     thresholds = [probs[0, :16].max(-1).min(), np.inf, -np.inf]
     engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=16)
+    schedules = []
+
+    class RecordedSchedule(lite._Schedule):
+        def __init__(self, *args):
+            super().__init__(*args)
+            schedules.append(self)
+
+    monkeypatch.setattr(lite, "_Schedule", RecordedSchedule)
+    for chain in engine._runners:
+
+        def run_when_a_worker_waits(run=chain[1].run):
+            deadline = time.monotonic() + 30
+            while not schedules[-1].waiting and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return run()
+
+        chain[1].run = run_when_a_worker_waits
     exits, classes, confidence = _simulated(probs, thresholds)
     assert (exits[:16] == 0).all() and (exits[16:] == 2).all()
     for _ in range(3):
