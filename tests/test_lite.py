@@ -186,6 +186,16 @@ def test_stayer_rows_are_copied_as_runs_of_consecutive_rows():
     assert _runs(np.array([0, 2, 4])) == [(0, 1), (2, 3), (4, 5)]
 
 
+def _wait_until(condition, seconds: float = 30) -> bool:
+    """Polls `condition` every millisecond; False if it is still false after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
     schedule = _Schedule([slice(0, 4), slice(4, 8)], workers=2)
     assert schedule.take(0) == slice(0, 4) and schedule.take(0) == slice(4, 8)
@@ -198,12 +208,11 @@ def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
 
     thread = threading.Thread(target=worker_1)
     thread.start()
-    while schedule.waiting != [1]:
-        time.sleep(0.001)
+    assert _wait_until(lambda: schedule.waiting == [1])
     assert schedule.helper() == 1 and schedule.helper() is None  # reserved once
     schedule.hand_over(1, (2, np.array([5, 7])))
-    while schedule.waiting != [1]:  # worker 1 took the stayers and waits again
-        time.sleep(0.001)
+    # worker 1 takes the stayers, then waits again
+    assert _wait_until(lambda: not schedule.inbox and schedule.waiting == [1])
     assert schedule.take(0) is None  # worker 0 has nothing left: everyone waits, all done
     thread.join(timeout=5)
     assert not thread.is_alive()
@@ -235,9 +244,7 @@ def test_stayers_handed_to_an_idle_worker_keep_the_decisions(
     for chain in engine._runners:
 
         def run_when_a_worker_waits(run=chain[1].run):
-            deadline = time.monotonic() + 30
-            while not schedules[-1].waiting and time.monotonic() < deadline:
-                time.sleep(0.001)
+            _wait_until(lambda: schedules[-1].waiting)
             return run()
 
         chain[1].run = run_when_a_worker_waits
