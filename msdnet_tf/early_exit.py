@@ -356,6 +356,12 @@ class EarlyExitClassifier:
             no longer overlaps with its exit head, so splitting later blocks, whose deferred
             parts are small, cost samples that go on more than it saved those that leave
             (``benchmarks/RESULTS.md``). None splits every block; ``()`` none.
+        streams: a batch is cut into this many near-equal parts, each run through the blocks
+            on its own (its own partitions, gathers and conds), side by side in the graph:
+            with TensorFlow's inter-op threads, one part's blocks run while another part waits
+            for its exit's decision, which otherwise leaves a core idle after every exit.
+            Default 2 (the cores of the machines measured; one image, or none, per part is
+            fine). Decisions do not depend on it.
 
     Example:
         >>> engine = EarlyExitClassifier(model, [0.9, 0.8, 0.7, 0.6])   # K = 5 exits
@@ -370,7 +376,11 @@ class EarlyExitClassifier:
         count_blocks: bool = False,
         fold: bool = False,
         split_blocks=(1,),
+        streams: int = 2,
     ):
+        if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
+            raise ValueError(f"`streams` must be a positive integer. Received: {streams!r}")
+        self.streams = int(streams)
         if fold:
             from msdnet_tf.optimize import fold_batchnorm
 
@@ -450,11 +460,19 @@ class EarlyExitClassifier:
 
     def _classify_batch(self, images, thresholds) -> dict:
         n = tf.shape(images)[0]
-        groups = tf.cond(
-            n > 0,
-            lambda: self._run_from(0, [images], tf.range(n), thresholds),
-            lambda: _empty_groups(self.num_exits),
-        )
+        streams = []
+        for s in range(self.streams):
+            start, stop = (s * n) // self.streams, ((s + 1) * n) // self.streams
+            part = images if self.streams == 1 else images[start:stop]
+
+            def run(part=part, start=start, stop=stop):
+                return self._run_from(0, [part], tf.range(start, stop), thresholds)
+
+            streams.append(tf.cond(stop > start, run, lambda: _empty_groups(self.num_exits)))
+        # Exit k's group: the streams' groups at exit k, one after the other.
+        groups = [
+            tuple(tf.concat(parts, axis=0) for parts in zip(*at_exit)) for at_exit in zip(*streams)
+        ]
         positions, class_id, probability = (tf.concat(parts, axis=0) for parts in zip(*groups))
         sizes = tf.stack([tf.size(group[0]) for group in groups])
         exit_index = tf.repeat(tf.range(self.num_exits, dtype=tf.int64), sizes)

@@ -196,6 +196,22 @@ def test_engine_equals_the_simulated_budgeted_evaluation(engine, images, probs, 
     _assert_engine_equals_simulated(out, probs, full)
 
 
+@pytest.mark.parametrize("streams", [1, 3, 5])
+def test_every_number_of_streams_gives_the_same_decisions(testing_model, images, probs, streams):
+    engine = EarlyExitClassifier(testing_model, streams=streams)
+    for thresholds in (_budgeted(probs, 20), _budgeted(probs, 5), [np.inf, np.inf]):
+        t = check_thresholds(thresholds, K)
+        _assert_engine_equals_simulated(engine(images, thresholds), probs, t)
+        for n in (2, 3, 4, 7):  # parts of 0, 1 and 2 images
+            _assert_engine_equals_simulated(engine(images[:n], thresholds), probs[:, :n], t)
+
+
+@pytest.mark.parametrize("streams", [0, -1, 1.5, True, "2"])
+def test_bad_streams_are_rejected(testing_model, streams):
+    with pytest.raises(ValueError, match=r"`streams` must be a positive integer. Received: "):
+        EarlyExitClassifier(testing_model, streams=streams)
+
+
 @pytest.mark.parametrize("split_blocks", [None, (), (2,)])
 def test_every_split_of_the_blocks_gives_the_same_decisions(testing_model, images, probs,
                                                             split_blocks):  # fmt: skip
@@ -234,12 +250,22 @@ def _runs_of(engine, images, thresholds):
     return engine.block_runs.numpy().tolist()
 
 
-def test_blocks_nobody_reaches_are_not_run(engine, images, probs):
-    assert _runs_of(engine, images, [-np.inf, 0.0]) == [1, 0, 0]  # all leave at exit 1
-    assert _runs_of(engine, images, [np.inf, -np.inf]) == [1, 1, 0]  # all leave at exit 2
-    assert _runs_of(engine, images, [np.inf, np.inf]) == [1, 1, 1]
-    assert _runs_of(engine, images, _budgeted(probs, 20)) == [1, 1, 1]
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_blocks_nobody_reaches_are_not_run(testing_model, images, probs, streams):
+    """Each of the `streams` parts of a batch runs a block only if one of its images reaches
+    it (`block_runs` counts the blocks run by every part)."""
+    engine = EarlyExitClassifier(testing_model, count_blocks=True, streams=streams)
+    s = streams
+    assert _runs_of(engine, images, [-np.inf, 0.0]) == [s, 0, 0]  # all leave at exit 1
+    assert _runs_of(engine, images, [np.inf, -np.inf]) == [s, s, 0]  # all leave at exit 2
+    assert _runs_of(engine, images, [np.inf, np.inf]) == [s, s, s]
+    assert _runs_of(engine, images, _budgeted(probs, 20)) == [s, s, s]
     assert _runs_of(engine, images[:0], [0.5, 0.5]) == [0, 0, 0]  # empty batch
+    assert _runs_of(engine, images[:2], [np.inf, np.inf]) == [min(s, 2)] * 3  # empty parts
+    # Only the part holding the one image that goes on runs blocks 2 and 3.
+    t = [np.sort(probs[0].max(-1))[1], np.inf]  # the least confident image stays
+    assert (probs[0].max(-1) >= t[0]).sum() == len(images) - 1
+    assert _runs_of(engine, images, t) == [s, 1, 1]
     one = images[:1]
     conf = probs[0, 0].max()
     assert _runs_of(engine, one, [conf, np.inf]) == [1, 0, 0]
