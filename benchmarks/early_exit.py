@@ -196,11 +196,10 @@ def prefix_time_shares(model, batches, sub_batch=None, streams=1):
     return np.array([statistics.median(t[k] / t[-1] for t in times) for k in range(len(runs))])
 
 
-def _split_blocks():
-    """`--split_blocks` as `to_tflite_segments` takes it: None for 'all', else block numbers."""
-    if _SPLIT_BLOCKS.value == "all":
-        return None
-    return tuple(int(b) for b in _SPLIT_BLOCKS.value.split(",") if b)
+def parse_split_blocks(text: str):
+    """A `--split_blocks` value as `to_tflite_segments` takes it: None for 'all', else the
+    comma-separated block numbers."""
+    return None if text == "all" else tuple(int(b) for b in text.split(",") if b)
 
 
 def main(argv):
@@ -218,7 +217,7 @@ def main(argv):
     served = fold_batchnorm(model) if _FOLD.value else model
     sub_batch = None
     if _ENGINE.value == "lite":
-        split = _split_blocks()
+        split = parse_split_blocks(_SPLIT_BLOCKS.value)
         engine = LiteEarlyExit(
             to_tflite_segments(served, split), None, _WORKERS.value, _SUB_BATCH.value,
             _LITE_THREADS.value,

@@ -45,10 +45,6 @@ _SPLITS = flags.DEFINE_string(
 )
 
 
-def _split(text: str):
-    return None if text == "all" else tuple(int(b) for b in text.split(",") if b)
-
-
 def main(argv):
     del argv
     flags_ = flags.FLAGS
@@ -63,11 +59,11 @@ def main(argv):
     names = _SPLITS.value.split(";")
     engines = [
         LiteEarlyExit(
-            to_tflite_segments(served, _split(name)),
+            to_tflite_segments(served, bench.parse_split_blocks(name)),
             None,
             flags_.workers,
             flags_.sub_batch,
-            single_image=to_tflite_single_image(served, _split(name))
+            single_image=to_tflite_single_image(served, bench.parse_split_blocks(name))
             if flags_.single_image
             else None,
         )  # fmt: skip

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from msdnet_tf.lite import _positive
 from msdnet_tf.model import block_output_layer_names
 
 __all__ = [
@@ -378,9 +379,7 @@ class EarlyExitClassifier:
         split_blocks=(1,),
         streams: int = 2,
     ):
-        if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
-            raise ValueError(f"`streams` must be a positive integer. Received: {streams!r}")
-        self.streams = int(streams)
+        self.streams = _positive("streams", streams)
         if fold:
             from msdnet_tf.optimize import fold_batchnorm
 
