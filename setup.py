@@ -41,7 +41,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["msdnet_tf", "msdnet_tf.*", "gradcam_tf", "gradcam_tf.*"]),
-    package_data={"msdnet_tf": ["reference/*.json"]},
+    
     install_requires=_tensorflow_requirement()
     + [
         "keras>=3.3",

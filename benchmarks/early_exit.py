@@ -7,10 +7,11 @@
 For each budget level (the fraction of samples leaving at each exit), thresholds are set on a
 calibration set so that those fractions exit; then, on a pool of ``--pool`` other images sent
 in batches of ``--batch`` (64 calls of one image at batch 1), the engine
-(`msdnet_tf.export.EarlyExitClassifier`) and the full model (all exits, tf.function) are timed
+(`msdnet_tf.serving.export.EarlyExitClassifier`) and the full model (all exits, tf.function) are
+timed
 interleaved. Predicted speed-up = FLOPs of the full model / expected FLOPs of the measured exit
-distribution (`msdnet_tf.costs`); achieved = engine images/s / full-model images/s. With
-``--fold`` both run `msdnet_tf.optimize.fold_batchnorm(model)` (the engine's ``fold=True``).
+distribution (`msdnet_tf.model.costs`); achieved = engine images/s / full-model images/s. With
+``--fold`` both run `msdnet_tf.model.fold.fold_batchnorm(model)` (the engine's ``fold=True``).
 
 The FLOPs prediction assumes that time is proportional to FLOPs along the network. To tell the
 engine's own cost from the hardware's, the model truncated after each exit k (all blocks and
@@ -23,8 +24,9 @@ allows, where FLOPs say ``F_K / sum_k p_k F_k``.
 (`EarlyExitClassifier(streams=...)`); the full model is timed cut the same way or whole,
 whichever is faster (`fastest_streams`).
 
-``--engine lite`` times the TFLite runtime instead: `msdnet_tf.lite.LiteEarlyExit` on the
-`msdnet_tf.export.to_tflite_segments` flatbuffers against `msdnet_tf.lite.LiteClassifier` on
+``--engine lite`` times the TFLite runtime instead: `msdnet_tf.serving.lite.LiteEarlyExit` on the
+`msdnet_tf.serving.export.to_tflite_segments` flatbuffers against
+`msdnet_tf.serving.lite.LiteClassifier` on
 the `to_tflite` flatbuffer (the full model), both with ``--workers`` interpreters of
 ``--lite_threads`` threads each on sub-batches of ``--sub_batch`` images (default: the size
 `LiteEarlyExit` picks for the model, 20 on CIFAR, 32 on digits, used for the full model too);
@@ -50,17 +52,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from msdnet_tf.costs import per_exit_costs  # noqa: E402
 from msdnet_tf.data import load_dataset  # noqa: E402
-from msdnet_tf.early_exit import EarlyExitClassifier  # noqa: E402
-from msdnet_tf.export import (  # noqa: E402
+from msdnet_tf.model.costs import per_exit_costs  # noqa: E402
+from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm  # noqa: E402
+from msdnet_tf.model.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.serving.engine import EarlyExitClassifier  # noqa: E402
+from msdnet_tf.serving.export import (  # noqa: E402
     to_tflite,
     to_tflite_segments,
     to_tflite_single_image,
 )
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
-from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
-from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
 _MODEL = flags.DEFINE_string("model", None, "A trained .keras model instead of random weights.")

@@ -48,8 +48,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import gradcam_tf  # noqa: E402
-from msdnet_tf.model import exit_feature_layer_names, exit_head_conv_layer_names  # noqa: E402
-from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.model.builder import exit_feature_layer_names, exit_head_conv_layer_names  # noqa: E402
+from msdnet_tf.model.presets import PRESETS, build_preset  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Images per Grad-CAM call.")

@@ -8,7 +8,7 @@ A block split at its exit runs the part of the block its exit reads, decides, th
 the block (the finer-scale maps only the next block reads) only for the samples that stay; an
 unsplit block runs whole before its exit's decision. Splitting saves the deferred work of the
 samples that leave and costs the samples that stay one more copy of maps between segments
-(`msdnet_tf.early_exit.exit_segments`). For each budget of `benchmarks/early_exit.py` (same
+(`msdnet_tf.serving.engine.exit_segments`). For each budget of `benchmarks/early_exit.py` (same
 thresholds, same images), one engine per ``--splits`` entry and the full model
 (`LiteClassifier`, same workers and sub-batch) are timed in turn in every repeat; printed: the
 median over repeats of full-model time / engine time, and the FLOPs-predicted speed-up. The
@@ -30,15 +30,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from msdnet_tf.costs import per_exit_costs  # noqa: E402
-from msdnet_tf.export import (  # noqa: E402
+from msdnet_tf.model.costs import per_exit_costs  # noqa: E402
+from msdnet_tf.model.fold import fold_batchnorm  # noqa: E402
+from msdnet_tf.model.presets import build_preset  # noqa: E402
+from msdnet_tf.serving.export import (  # noqa: E402
     to_tflite,
     to_tflite_segments,
     to_tflite_single_image,
 )
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
-from msdnet_tf.optimize import fold_batchnorm  # noqa: E402
-from msdnet_tf.presets import build_preset  # noqa: E402
+from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit  # noqa: E402
 
 _SPLITS = flags.DEFINE_string(
     "splits", "1;all", "Engines compared: split_blocks settings separated by ';' ('all', '1,2')."

@@ -6,14 +6,16 @@ A mode is ``<execution>[+fold][+kernels][+bf16]``:
 
 * execution ``eager`` (``model(x, training=...)`` called eagerly), ``function`` (inside
   ``tf.function``), ``xla`` (``tf.function(jit_compile=True)``) or ``tflite`` (inference only:
-  the shipped float32 TFLite export, `msdnet_tf.export.to_tflite`, run by the TFLite interpreter
+  the shipped float32 TFLite export, `msdnet_tf.serving.export.to_tflite`, run by the TFLite
+  interpreter
   with its default XNNPACK delegate on as many threads as the worker's thread setting allows;
   it returns probabilities, so its deviation is measured on log-probabilities);
-* ``+parallel`` (``tflite`` only): `msdnet_tf.lite.LiteClassifier` instead of one interpreter:
+* ``+parallel`` (``tflite`` only): `msdnet_tf.serving.lite.LiteClassifier` instead of one
+interpreter:
   sub-batches of ``--sub_batch`` images shared by one single-threaded interpreter per thread;
 * ``+fold``: inference on ``msdnet_tf.fold_batchnorm(model)`` (BatchNorm folded into the convs;
   inference only);
-* ``+kernels``: `msdnet_tf.kernels.use_fast_kernels` (1x1 convolutions as matrix products,
+* ``+kernels``: `msdnet_tf.training.kernels.use_fast_kernels` (1x1 convolutions as matrix products,
   training-mode BatchNorm as fused XLA kernels; what training uses by default);
 * ``+bf16``: the model built under ``keras.mixed_precision`` policy ``mixed_bfloat16``
   (bfloat16 compute, float32 variables; an approximation, opt-in).
@@ -47,9 +49,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside this file)
 
-from msdnet_tf.kernels import use_fast_kernels  # noqa: E402
-from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm  # noqa: E402
-from msdnet_tf.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm  # noqa: E402
+from msdnet_tf.model.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.training.kernels import use_fast_kernels  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
@@ -166,8 +168,8 @@ def make_forward(model, execution):
 
 def make_tflite_forward(model, threads, parallel, sub_batch):
     """The TFLite export of `model` on `threads` threads: ``x -> (log-probabilities, ...)``."""
-    from msdnet_tf.export import to_tflite
-    from msdnet_tf.lite import LiteClassifier, interpreter
+    from msdnet_tf.serving.export import to_tflite
+    from msdnet_tf.serving.lite import LiteClassifier, interpreter
 
     content = to_tflite(model)
     if parallel:

@@ -12,7 +12,8 @@ loader reads a synthetic copy in the official format (random uint8 images and la
 a temporary folder): same shapes and same pipeline, but not the real data.
 
 Modes: ``plain`` (the default config: ``jit_compile=False``, ``fast_kernels=True``), ``standard``
-(``fast_kernels=False``: Keras' own 1x1 convolutions and BatchNorm, see `msdnet_tf.kernels`) and
+(``fast_kernels=False``: Keras' own 1x1 convolutions and BatchNorm, see
+`msdnet_tf.training.kernels`) and
 ``xla`` (``jit_compile=True``). One warm-up epoch per
 mode (tracing/compilation), then the modes alternate epoch by epoch (the machine is shared and
 noisy); images/s = ``batch * steps / epoch seconds``, median over repeats. The ratio column
@@ -44,8 +45,8 @@ from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside 
 
 from msdnet_tf import training  # noqa: E402
 from msdnet_tf.config import base_config  # noqa: E402
-from msdnet_tf.optimize import configure_cpu_threads  # noqa: E402
-from msdnet_tf.presets import PRESETS  # noqa: E402
+from msdnet_tf.model.fold import configure_cpu_threads  # noqa: E402
+from msdnet_tf.model.presets import PRESETS  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "A CIFAR preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Global batch size.")

@@ -1,6 +1,7 @@
 """msdnet_tf: MSD-Net for anytime image classification on Keras 3 / TensorFlow.
 
-Public names are imported lazily, so that numpy-only modules (``msdnet_tf.evaluation``) load
+Public names are imported lazily, so that numpy-only modules (``msdnet_tf.evaluation``,
+``msdnet_tf.serving.thresholds``) load
 without TensorFlow.
 """
 
@@ -10,24 +11,24 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "build_msdnet": "msdnet_tf.model",
-    "plan_msdnet": "msdnet_tf.model",
-    "exit_feature_layer_names": "msdnet_tf.model",
-    "exit_head_conv_layer_names": "msdnet_tf.model",
-    "block_output_layer_names": "msdnet_tf.model",
-    "PRESETS": "msdnet_tf.presets",
-    "build_preset": "msdnet_tf.presets",
-    "per_exit_costs": "msdnet_tf.costs",
-    "format_cost_table": "msdnet_tf.costs",
-    "load_reference_weights": "msdnet_tf.convert",
+    "build_msdnet": "msdnet_tf.model.builder",
+    "plan_msdnet": "msdnet_tf.model.builder",
+    "exit_feature_layer_names": "msdnet_tf.model.builder",
+    "exit_head_conv_layer_names": "msdnet_tf.model.builder",
+    "block_output_layer_names": "msdnet_tf.model.builder",
+    "PRESETS": "msdnet_tf.model.presets",
+    "build_preset": "msdnet_tf.model.presets",
+    "per_exit_costs": "msdnet_tf.model.costs",
+    "format_cost_table": "msdnet_tf.model.costs",
+    "load_reference_weights": "msdnet_tf.model.convert",
     "base_config": "msdnet_tf.config",
-    "fold_batchnorm": "msdnet_tf.optimize",
-    "configure_cpu_threads": "msdnet_tf.optimize",
-    "use_fast_kernels": "msdnet_tf.kernels",
-    "use_standard_kernels": "msdnet_tf.kernels",
-    "EarlyExitClassifier": "msdnet_tf.early_exit",
-    "LiteClassifier": "msdnet_tf.lite",
-    "LiteEarlyExit": "msdnet_tf.lite",
+    "fold_batchnorm": "msdnet_tf.model.fold",
+    "configure_cpu_threads": "msdnet_tf.model.fold",
+    "use_fast_kernels": "msdnet_tf.training.kernels",
+    "use_standard_kernels": "msdnet_tf.training.kernels",
+    "EarlyExitClassifier": "msdnet_tf.serving.engine",
+    "LiteClassifier": "msdnet_tf.serving.lite",
+    "LiteEarlyExit": "msdnet_tf.serving.lite",
 }
 
 __all__ = ["__version__", *_EXPORTS]

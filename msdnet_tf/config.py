@@ -11,8 +11,8 @@ import inspect
 
 import ml_collections
 
-from msdnet_tf.model import build_msdnet
-from msdnet_tf.presets import preset_kwargs
+from msdnet_tf.model.builder import build_msdnet
+from msdnet_tf.model.presets import preset_kwargs
 
 __all__ = ["base_config", "model_kwargs"]
 
@@ -23,7 +23,7 @@ def base_config(
     """A training/evaluation config for `preset` on `dataset`, with the reference's recipe.
 
     Args:
-        preset: a name in `msdnet_tf.presets.PRESETS`; becomes ``config.model``.
+        preset: a name in `msdnet_tf.model.presets.PRESETS`; becomes ``config.model``.
         dataset: 'digits', 'cifar10', 'cifar100' or 'imagenet' (see `msdnet_tf.data`).
         epochs: training epochs.
         batch_size: global batch size.
@@ -62,7 +62,8 @@ def base_config(
     config.train.deterministic = False
     config.train.mixed_precision = False
     config.train.jit_compile = False
-    # msdnet_tf.kernels: 1x1 convs as matrix products and training-mode BatchNorm as fused XLA
+    # msdnet_tf.training.kernels: 1x1 convs as matrix products and training-mode BatchNorm as fused
+    # XLA
     # kernels; same model and numbers to float32 rounding, ~1.3x faster steps (RESULTS.md).
     config.train.fast_kernels = True
     config.train.strategy = "default"  # default | mirrored | multi_worker | tpu

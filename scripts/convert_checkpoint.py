@@ -16,8 +16,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from msdnet_tf.config import model_kwargs
-from msdnet_tf.convert import load_reference_weights, read_torch_checkpoint
-from msdnet_tf.model import build_msdnet
+from msdnet_tf.model.builder import build_msdnet
+from msdnet_tf.model.convert import load_reference_weights, read_torch_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config of the checkpoint's model.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A .pth.tar / .pth or .npz state dict.")

@@ -7,7 +7,7 @@
 
 Writes per_exit.json/.csv, per_class.csv/.png, difficulty.csv + difficulty_hist.png,
 anytime.png, budgeted.json/.png, probabilities.npz and results.json into the output folder
-(see `msdnet_tf.evaluate_model.evaluate_run`).
+(see `msdnet_tf.evaluation.predict.evaluate_run`).
 """
 
 import os
@@ -16,7 +16,7 @@ import keras
 from absl import app, flags
 from ml_collections import config_flags
 
-from msdnet_tf.evaluate_model import evaluate_run, load_run
+from msdnet_tf.evaluation.predict import evaluate_run, load_run
 from msdnet_tf.training import load_splits
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (model.keras, config.json).")

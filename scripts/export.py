@@ -8,9 +8,9 @@
 the run's ``budgeted.json`` (q = p / 20) become the SavedModel's default thresholds (signature
 ``early_exit_default``) and are written to ``thresholds.json``. `--model` exports any ``.keras``
 MSD-Net instead (then `--thresholds` can give K or K-1 values). `--tflite` writes
-``model.tflite`` (every exit; run it with `msdnet_tf.lite.LiteClassifier`) and
+``model.tflite`` (every exit; run it with `msdnet_tf.serving.lite.LiteClassifier`) and
 ``tflite_segments/`` (the model cut at its exits, for the TFLite early exit
-`msdnet_tf.lite.LiteEarlyExit`).
+`msdnet_tf.serving.lite.LiteEarlyExit`).
 """
 
 import os
@@ -18,7 +18,7 @@ import os
 import keras
 from absl import app, flags, logging
 
-from msdnet_tf.export import export_model, run_thresholds
+from msdnet_tf.serving.export import export_model, run_thresholds
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (its model.keras).")
 _MODEL = flags.DEFINE_string("model", None, "A .keras model, instead of --workdir.")

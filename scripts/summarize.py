@@ -9,9 +9,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from msdnet_tf.config import model_kwargs
-from msdnet_tf.costs import format_cost_table, per_exit_costs
-from msdnet_tf.model import build_msdnet
-from msdnet_tf.presets import PRESETS, build_preset
+from msdnet_tf.model.builder import build_msdnet
+from msdnet_tf.model.costs import format_cost_table, per_exit_costs
+from msdnet_tf.model.presets import PRESETS, build_preset
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file from configs/.")
 _PRESET = flags.DEFINE_enum("preset", None, sorted(PRESETS), "A preset, instead of --config.")

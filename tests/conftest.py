@@ -15,6 +15,6 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def testing_model():
     """The tiny `testing` preset (3 exits, 16x16 input), built once per session."""
-    from msdnet_tf.presets import build_preset
+    from msdnet_tf.model.presets import build_preset
 
     return build_preset("testing")

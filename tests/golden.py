@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 
 DATA = pathlib.Path(__file__).parent / "data"
-REFERENCE = pathlib.Path(__file__).parents[1] / "msdnet_tf" / "reference"
+REFERENCE = pathlib.Path(__file__).parent / "data" / "reference"
 
 
 def frac_hash(u: np.ndarray) -> np.ndarray:

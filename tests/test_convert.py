@@ -4,8 +4,12 @@ import golden
 import numpy as np
 import pytest
 
-from msdnet_tf.convert import load_reference_weights, read_torch_checkpoint, reference_weight_map
-from msdnet_tf.presets import build_preset
+from msdnet_tf.model.convert import (
+    load_reference_weights,
+    read_torch_checkpoint,
+    reference_weight_map,
+)
+from msdnet_tf.model.presets import build_preset
 
 
 @pytest.mark.parametrize(

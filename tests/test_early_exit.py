@@ -6,8 +6,10 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
-from msdnet_tf.costs import layer_flops, per_exit_costs
-from msdnet_tf.early_exit import (
+from msdnet_tf.evaluation.predict import predict_probabilities
+from msdnet_tf.model.costs import layer_flops, per_exit_costs
+from msdnet_tf.model.presets import build_preset
+from msdnet_tf.serving.engine import (
     EarlyExitClassifier,
     block_stages,
     check_thresholds,
@@ -15,8 +17,6 @@ from msdnet_tf.early_exit import (
     exit_stages,
     num_exits,
 )
-from msdnet_tf.evaluate_model import predict_probabilities
-from msdnet_tf.presets import build_preset
 
 K = 3  # exits of the `testing` preset
 
@@ -332,7 +332,7 @@ def test_num_exits_needs_an_msdnet():
 
 
 def test_folded_engine_equals_the_simulated_evaluation_of_the_folded_model(images):
-    from msdnet_tf.optimize import fold_batchnorm
+    from msdnet_tf.model.fold import fold_batchnorm
 
     model = build_preset("testing")
     rng = np.random.default_rng(3)

@@ -11,15 +11,15 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
-from msdnet_tf.early_exit import EarlyExitClassifier
-from msdnet_tf.export import (
+from msdnet_tf.model.presets import build_preset
+from msdnet_tf.serving.engine import EarlyExitClassifier
+from msdnet_tf.serving.export import (
     export_model,
     export_saved_model,
     run_thresholds,
     tflite_probabilities,
     to_tflite,
 )
-from msdnet_tf.presets import build_preset
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # Runs in a fresh Python: loads the SavedModel with TensorFlow alone (no msdnet_tf, no Keras
@@ -261,7 +261,7 @@ def evaluated_run(tmp_path_factory, testing_model):
     """A run folder as training leaves it: model, config and the evaluation files."""
     from msdnet_tf.config import base_config
     from msdnet_tf.data import load_dataset
-    from msdnet_tf.evaluate_model import evaluate_run
+    from msdnet_tf.evaluation.predict import evaluate_run
     from msdnet_tf.training import write_config
 
     folder = str(tmp_path_factory.mktemp("run"))
@@ -272,7 +272,7 @@ def evaluated_run(tmp_path_factory, testing_model):
 
 
 def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_path):
-    from msdnet_tf.export import export_run
+    from msdnet_tf.serving.export import export_run
 
     check = export_run(evaluated_run, str(tmp_path / "export"), p=20, tflite=True, repeats=1)
     assert sorted(os.listdir(tmp_path / "export")) == [
@@ -301,7 +301,7 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
 
 
 def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
-    from msdnet_tf.export import export_run
+    from msdnet_tf.serving.export import export_run
 
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
@@ -313,7 +313,7 @@ def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
 
 
 def test_folded_export_serves_the_folded_model(testing_model, images, tmp_path):
-    from msdnet_tf.optimize import fold_batchnorm
+    from msdnet_tf.model.fold import fold_batchnorm
 
     path = export_saved_model(testing_model, str(tmp_path / "folded"), fold=True)
     loaded = tf.saved_model.load(path)

@@ -148,7 +148,7 @@ def test_every_method_on_every_exit(model, images, method):
 def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model):
     """On the real MSD-Net (`testing` preset): the automatic layers are the exits' head convs,
     and both endpoint families of DESIGN.md give all exits' maps in one pass, exactly."""
-    msdnet_model = pytest.importorskip("msdnet_tf.model")
+    msdnet_model = pytest.importorskip("msdnet_tf.model.builder")
     heads = msdnet_model.exit_head_conv_layer_names(testing_model)
     features = msdnet_model.exit_feature_layer_names(testing_model)
     cam, one_at_a_time = (

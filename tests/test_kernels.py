@@ -9,7 +9,8 @@ from helpers import randomize_batchnorm
 
 from msdnet_tf import training
 from msdnet_tf.config import base_config
-from msdnet_tf.kernels import (
+from msdnet_tf.model.presets import build_preset
+from msdnet_tf.training.kernels import (
     batch_normalization_training,
     fast_kernel_layers,
     is_fusable_batchnorm,
@@ -18,7 +19,6 @@ from msdnet_tf.kernels import (
     use_fast_kernels,
     use_standard_kernels,
 )
-from msdnet_tf.presets import build_preset
 
 RNG = np.random.default_rng(0)
 
@@ -228,7 +228,7 @@ def test_training_compiles_with_fast_kernels_as_configured(fast):
 
 def test_public_api_of_the_package():
     import msdnet_tf
-    from msdnet_tf import kernels
+    from msdnet_tf.training import kernels
 
     assert msdnet_tf.use_fast_kernels is kernels.use_fast_kernels
     assert msdnet_tf.use_standard_kernels is kernels.use_standard_kernels

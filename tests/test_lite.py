@@ -1,4 +1,4 @@
-"""`msdnet_tf.lite`: the TFLite export run by parallel interpreters on sub-batches, and the
+"""`msdnet_tf.serving.lite`: the TFLite export run by parallel interpreters on sub-batches, and the
 TFLite early exit against the simulated budgeted evaluation."""
 
 import threading
@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from msdnet_tf import evaluation, lite
-from msdnet_tf.early_exit import exit_segments
-from msdnet_tf.export import (
+from msdnet_tf import evaluation
+from msdnet_tf.serving import lite
+from msdnet_tf.serving.engine import exit_segments
+from msdnet_tf.serving.export import (
     tflite_probabilities,
     to_tflite,
     to_tflite_segments,
     to_tflite_single_image,
 )
-from msdnet_tf.lite import (
+from msdnet_tf.serving.lite import (
     LiteClassifier,
     LiteEarlyExit,
     _even_slices,
@@ -454,7 +455,7 @@ def test_concurrent_calls_take_turns(segments, content, many_images, lite_probs)
 
 def test_public_names_resolve():
     import msdnet_tf
-    from msdnet_tf.early_exit import EarlyExitClassifier
+    from msdnet_tf.serving.engine import EarlyExitClassifier
 
     assert msdnet_tf.LiteClassifier is LiteClassifier
     assert msdnet_tf.LiteEarlyExit is LiteEarlyExit

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from msdnet_tf import model as msd
-from msdnet_tf.convert import load_reference_weights
-from msdnet_tf.costs import format_cost_table, per_exit_costs
-from msdnet_tf.presets import PRESETS, build_preset, preset_kwargs
+from msdnet_tf.model import builder as msd
+from msdnet_tf.model.convert import load_reference_weights
+from msdnet_tf.model.costs import format_cost_table, per_exit_costs
+from msdnet_tf.model.presets import PRESETS, build_preset, preset_kwargs
 
 REFERENCE_PRESET = {
     "c10_anytime_b7": "cifar10_anytime",
@@ -194,7 +194,7 @@ def test_prune_min_and_no_bottleneck_build_and_convert_names():
     assert [(p.in_scales, p.out_scales) for p in plan.layers] == [(3, 3)] * 4 + [(3, 2), (2, 1)]
     assert [p.index for p in plan.layers if p.transition_width] == [2, 2]
     assert not any("_1x1_" in layer.name for layer in model.layers)
-    from msdnet_tf.convert import reference_weight_map
+    from msdnet_tf.model.convert import reference_weight_map
 
     keys = [t.key for t in reference_weight_map(model)]
     assert "blocks.0.1.layers.0.conv_normal.net.0.weight" in keys  # 3x3 conv at net.0

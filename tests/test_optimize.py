@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import randomize_batchnorm
 
-from msdnet_tf.convert import load_reference_weights
-from msdnet_tf.optimize import configure_cpu_threads, fold_batchnorm, foldable_pairs
-from msdnet_tf.presets import build_preset
+from msdnet_tf.model.convert import load_reference_weights
+from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm, foldable_pairs
+from msdnet_tf.model.presets import build_preset
 
 
 def _outputs(model, x):

@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 
 from gradcam_tf.callbacks import frames_to_gif
-from msdnet_tf import evaluation, visualize
+from msdnet_tf import evaluation
 from msdnet_tf.config import base_config
 from msdnet_tf.data import load_dataset
-from msdnet_tf.evaluate_model import evaluate_run
-from msdnet_tf.presets import build_preset
+from msdnet_tf.evaluation.predict import evaluate_run
+from msdnet_tf.model.presets import build_preset
 from msdnet_tf.training import write_config
+from msdnet_tf.visualize import pages as visualize
 
 NUM_IMAGES = 4
 K = 3  # exits of the `testing` preset

@@ -1,7 +1,8 @@
 """Load the reference's PyTorch checkpoints (kalviny/MSDNet-PyTorch) into a Keras MSD-Net.
 
 The reference module tree is rebuilt from the Keras layer names alone (they carry block, layer,
-scale, branch and exit, see `msdnet_tf.model`), so a `.keras` file loaded back from disk converts
+scale, branch and exit, see `msdnet_tf.model.builder`), so a `.keras` file loaded back from disk
+converts
 just as well as a freshly built model. PyTorch is never needed here: pass numpy arrays, or tensors
 (anything with ``.numpy()``).
 

@@ -2,7 +2,7 @@
 
 `train_and_evaluate(config, workdir)` is the whole job: data, model, the reference's optimiser and
 schedule, per-exit metrics, TensorBoard and CSV logs, a checkpoint every epoch and the best model,
-then the evaluation report of `msdnet_tf.evaluate_model`.
+then the evaluation report of `msdnet_tf.evaluation.predict`.
 
 Recipe (Huang et al. 2018; the reference `main.py`): loss = sum over exits of the mean
 cross-entropy (weights configurable); SGD with momentum 0.9 (PyTorch's form, optional Nesterov),
@@ -44,9 +44,9 @@ from keras import ops
 
 from msdnet_tf import data as data_lib
 from msdnet_tf.config import model_kwargs
-from msdnet_tf.kernels import use_fast_kernels
-from msdnet_tf.model import build_msdnet
-from msdnet_tf.optimize import configure_cpu_threads
+from msdnet_tf.model.builder import build_msdnet
+from msdnet_tf.model.fold import configure_cpu_threads
+from msdnet_tf.training.kernels import use_fast_kernels
 
 __all__ = [
     "STRATEGIES",
@@ -311,7 +311,8 @@ def compile_model(model: keras.Model, config, steps_per_epoch: int) -> keras.Mod
     least 5 classes), logged as ``exit3_logits_top1``, ``val_exit3_logits_top5``, ...
 
     With ``config.train.fast_kernels`` the model's 1x1 convolutions and training-mode
-    BatchNorms compute with `msdnet_tf.kernels.use_fast_kernels` (same model, faster steps).
+    BatchNorms compute with `msdnet_tf.training.kernels.use_fast_kernels` (same model, faster
+    steps).
 
     Args:
         model: a multi-exit model (one logits output per exit).
@@ -721,7 +722,7 @@ def train_and_evaluate(
 
     Returns:
         The evaluation summary written to ``results.json`` (see
-        `msdnet_tf.evaluate_model.evaluate_run`); ``{}`` on non-chief multi-workers, which
+        `msdnet_tf.evaluation.predict.evaluate_run`); ``{}`` on non-chief multi-workers, which
         neither evaluate nor write.
 
     Example:
@@ -729,7 +730,7 @@ def train_and_evaluate(
         >>> summary = train_and_evaluate(digits.get_config(), "runs/digits")  # doctest: +SKIP
         >>> summary["per_exit"][-1]["top1"]  # doctest: +SKIP
     """
-    from msdnet_tf.evaluate_model import evaluate_run
+    from msdnet_tf.evaluation.predict import evaluate_run
 
     model, splits, chief = _train(config, workdir, extra_callbacks)
     if not chief:

@@ -10,7 +10,7 @@ The reference (kalviny/MSDNet-PyTorch, `op_counter.py`) runs one zero image (bat
 
 The cost of exit k is cumulative: all blocks up to k plus the heads of exits 1..k (the reference
 evaluates every earlier classifier on the way). Layers are attributed to a block or a head by their
-name (``block{b}_...``, ``exit{k}_...``, see `msdnet_tf.model`).
+name (``block{b}_...``, ``exit{k}_...``, see `msdnet_tf.model.builder`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf.lite import _positive
-from msdnet_tf.model import block_output_layer_names
+from msdnet_tf.model.builder import block_output_layer_names
+from msdnet_tf.serving.lite import _positive
 
 __all__ = [
     "EarlyExitClassifier",
@@ -344,7 +344,7 @@ class EarlyExitClassifier:
             `msdnet_tf.evaluation.budgeted_thresholds`; a call can give others.
         count_blocks: if True, `block_runs` counts how many times each block actually ran
             (an int64 variable of K counters; for tests and monitoring).
-        fold: run `msdnet_tf.optimize.fold_batchnorm(model)` instead of `model` (BatchNorm
+        fold: run `msdnet_tf.model.fold.fold_batchnorm(model)` instead of `model` (BatchNorm
             folded into the convolutions): about 1.4x faster on CPU, probabilities within
             ~1e-6 of the model's, so a confidence within that distance of a threshold may
             exit elsewhere than the simulated evaluation of `model` says. Decisions equal the
@@ -381,7 +381,7 @@ class EarlyExitClassifier:
     ):
         self.streams = _positive("streams", streams)
         if fold:
-            from msdnet_tf.optimize import fold_batchnorm
+            from msdnet_tf.model.fold import fold_batchnorm
 
             model = fold_batchnorm(model)
         self.model = model

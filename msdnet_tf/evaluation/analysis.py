@@ -14,7 +14,7 @@ Inputs:
   (confidence = maximum probability). Use `softmax` to turn logits into probabilities.
 * ``labels``: integer class indices of shape ``(N,)``, each in ``[0, C)``.
 * ``cumulative_flops``: K numbers, the cost of running the network up to and including exit k
-  (what `msdnet_tf.costs.per_exit_costs` reports as ``cumulative_flops``).
+  (what `msdnet_tf.model.costs.per_exit_costs` reports as ``cumulative_flops``).
 
 Every input is checked: consistent shapes, labels in range, finite values (NaN and inf are
 errors). Exits are numbered from 1 in names (``B1`` ... ``BK``, as in the Grad-CAM blog) and

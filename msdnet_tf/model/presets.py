@@ -10,7 +10,7 @@ import copy
 
 import keras
 
-from msdnet_tf.model import build_msdnet
+from msdnet_tf.model.builder import build_msdnet
 
 __all__ = ["PRESETS", "build_preset", "preset_kwargs"]
 

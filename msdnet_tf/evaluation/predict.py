@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf import evaluation
-from msdnet_tf.costs import per_exit_costs
+from msdnet_tf.evaluation import analysis as evaluation
+from msdnet_tf.model.costs import per_exit_costs
 
 __all__ = ["evaluate_run", "load_run", "predict_probabilities"]
 
@@ -77,7 +77,7 @@ def evaluate_run(
         batch_size: evaluation batch size (default: the splits' own).
         budgeted: run the budgeted sweep (needs a non-empty validation split; skipped without
             one rather than setting thresholds on the test set).
-        costs: `msdnet_tf.costs.per_exit_costs(model)` if already computed.
+        costs: `msdnet_tf.model.costs.per_exit_costs(model)` if already computed.
 
     Returns:
         The summary dict written to ``results.json``: data set, split sizes, class names,

@@ -1,6 +1,6 @@
 """Fast CPU inference of the anytime model's TFLite export.
 
-`msdnet_tf.export.to_tflite` writes the anytime model (every exit's probabilities) as a
+`msdnet_tf.serving.export.to_tflite` writes the anytime model (every exit's probabilities) as a
 float32 TFLite flatbuffer; the TFLite interpreter runs it through XNNPACK, whose convolution
 kernels are faster than TensorFlow's oneDNN ones on MSD-Net's thin layers (6-24 output
 channels). `LiteClassifier` adds what a server wants on top:
@@ -15,13 +15,15 @@ Outputs are the exits' softmax probabilities, equal to the Keras model's up to f
 round-off (XNNPACK sums in another order: ~1e-6). Measured speed: benchmarks/RESULTS.md.
 
 `LiteEarlyExit` is a real early exit on the same runtime: a TFLite graph cannot drop some of a
-batch's images half-way, so `msdnet_tf.export.to_tflite_segments` cuts the model at its exits
-into K flatbuffers (`msdnet_tf.early_exit.exit_segments`) and the engine chains them, sending
+batch's images half-way, so `msdnet_tf.serving.export.to_tflite_segments` cuts the model at its
+exits
+into K flatbuffers (`msdnet_tf.serving.engine.exit_segments`) and the engine chains them, sending
 to segment k+1 only the images whose exit-k confidence is below ``T_k``. Single images can take
-`msdnet_tf.export.to_tflite_single_image`'s graph instead (the decisions as TFLite ``IF`` ops).
+`msdnet_tf.serving.export.to_tflite_single_image`'s graph instead (the decisions as TFLite ``IF``
+ops).
 
 Example:
-    >>> from msdnet_tf.export import to_tflite, to_tflite_segments
+    >>> from msdnet_tf.serving.export import to_tflite, to_tflite_segments
     >>> classifier = LiteClassifier(to_tflite(model))
     >>> probs = classifier(images)            # (K, N, classes)
     >>> classes = probs[-1].argmax(-1)        # the last exit's predictions
@@ -64,7 +66,7 @@ def interpreter(content: bytes, num_threads: int | None = None):
     Float32 models run through the XNNPACK delegate, which the interpreter applies by default.
 
     Args:
-        content: a TFLite flatbuffer (`msdnet_tf.export.to_tflite`).
+        content: a TFLite flatbuffer (`msdnet_tf.serving.export.to_tflite`).
         num_threads: CPU threads of the interpreter (None: the interpreter's default).
 
     Raises:
@@ -87,7 +89,7 @@ def interpreter(content: bytes, num_threads: int | None = None):
     except ValueError as error:
         raise ValueError(
             f"`content` is not a TFLite model ({len(kwargs['model_content'])} bytes; expected "
-            f"the flatbuffer of msdnet_tf.export.to_tflite): {error}"
+            f"the flatbuffer of msdnet_tf.serving.export.to_tflite): {error}"
         ) from None
 
 
@@ -156,10 +158,12 @@ class LiteClassifier(_ParallelLite):
     """The anytime model's TFLite export, run by parallel single-threaded interpreters.
 
     ``classifier(images)`` returns the probabilities of every exit, ``(K, N, classes)``
-    float32: the same as `msdnet_tf.export.tflite_probabilities`, faster on a multi-core CPU.
+    float32: the same as `msdnet_tf.serving.export.tflite_probabilities`, faster on a multi-core
+    CPU.
 
     Args:
-        content: a `msdnet_tf.export.to_tflite` flatbuffer (bytes) or the path of a ``.tflite``
+        content: a `msdnet_tf.serving.export.to_tflite` flatbuffer (bytes) or the path of a
+        ``.tflite``
             file holding one.
         workers: interpreters run concurrently, one thread each (default: ``os.cpu_count()``).
         sub_batch: images per interpreter call; a batch of N images makes ``ceil(N /
@@ -189,7 +193,8 @@ class LiteClassifier(_ParallelLite):
         names = [f"exit{k}_probs" for k in range(1, len(outputs) + 1)]
         if list(inputs) != ["images"] or sorted(outputs) != sorted(names):
             raise ValueError(
-                "Expected the flatbuffer of msdnet_tf.export.to_tflite (input 'images', outputs "
+                "Expected the flatbuffer of msdnet_tf.serving.export.to_tflite (input 'images', "
+                "outputs "
                 f"'exit1_probs'...). Received: inputs {sorted(inputs)}, outputs {sorted(outputs)}"
             )
         self.image_shape = tuple(int(d) for d in inputs["images"]["shape"][1:])
@@ -240,12 +245,14 @@ def _segment_contents(segments) -> list[bytes]:
         if not paths:
             raise FileNotFoundError(
                 f"No segment1.tflite in {folder!r} (expected the files of "
-                "msdnet_tf.export.export_model(..., tflite=True): segment1.tflite, ...)."
+                "msdnet_tf.serving.export.export_model(..., tflite=True): segment1.tflite, ...)."
             )
         segments = paths
     if isinstance(segments, (bytes, str, os.PathLike)) or len(segments) < 1:
         raise ValueError(
-            "`segments` must be a list of flatbuffers (msdnet_tf.export.to_tflite_segments) or "
+            "`segments` must be a list of flatbuffers "
+            "(msdnet_tf.serving.export.to_tflite_segments) "
+            "or "
             f"their folder. Received: {type(segments).__name__}"
         )
     return [_read(s) for s in segments]
@@ -263,11 +270,12 @@ class LiteEarlyExit(_ParallelLite):
     into that worker's buffers (the same single copy). A single image takes
     a shorter path with no bookkeeping. Decisions and classes are those of
     `msdnet_tf.evaluation.exit_indices` on the TFLite model's probabilities (thresholds rounded
-    up to float32 as in `msdnet_tf.early_exit.check_thresholds`), as
-    `msdnet_tf.early_exit.EarlyExitClassifier` does on the Keras model's.
+    up to float32 as in `msdnet_tf.serving.engine.check_thresholds`), as
+    `msdnet_tf.serving.engine.EarlyExitClassifier` does on the Keras model's.
 
     Args:
-        segments: the K flatbuffers of `msdnet_tf.export.to_tflite_segments` (bytes or paths),
+        segments: the K flatbuffers of `msdnet_tf.serving.export.to_tflite_segments` (bytes or
+        paths),
             or a folder holding ``segment1.tflite`` ... ``segmentK.tflite``.
         thresholds: default thresholds, K values (or K-1); a call can give others.
         workers: interpreter sets run concurrently, one thread each (default: the cores).
@@ -276,7 +284,7 @@ class LiteEarlyExit(_ParallelLite):
             the CIFAR 7-exit model, 32 on the digits model, segments of every block split;
             see `_cache_sized_batch`). A batch is cut into at least one sub-batch per worker.
         threads: threads of each interpreter (see `LiteClassifier`).
-        single_image: the `msdnet_tf.export.to_tflite_single_image` flatbuffer (bytes or
+        single_image: the `msdnet_tf.serving.export.to_tflite_single_image` flatbuffer (bytes or
             path; found by itself as ``single_image.tflite`` in a `segments` folder): single
             images then take one interpreter call with the exit decisions inside the graph
             (TFLite ``IF`` ops), no Python or buffer copies between segments.
@@ -347,7 +355,8 @@ class LiteEarlyExit(_ParallelLite):
                 raise ValueError(
                     f"Segment {k} does not chain: expected inputs in0.. of shapes {carried} "
                     "(the image for segment 1) and outputs probs, out0... (none after the last "
-                    f"segment), as msdnet_tf.export.to_tflite_segments writes. Received: inputs "
+                    f"segment), as msdnet_tf.serving.export.to_tflite_segments writes. Received: "
+                    f"inputs "
                     f"{ {n: tuple(d['shape'][1:]) for n, d in inputs.items()} }, outputs "
                     f"{sorted(outputs)}"
                 )
@@ -362,7 +371,7 @@ class LiteEarlyExit(_ParallelLite):
         """`check_thresholds` of `thresholds`, remembered for the next call: a server passing
         the same values with every request pays the checks (~15 us, a tenth of the digits
         model's segment 1 on one image) once."""
-        from msdnet_tf.early_exit import check_thresholds
+        from msdnet_tf.serving.engine import check_thresholds
 
         values = np.asarray(thresholds)
         key = (
@@ -507,7 +516,8 @@ class _SingleImage:
             or (shapes != {"images": (1, *image_shape), "thresholds": (num_exits,)})
         ):
             raise ValueError(
-                "`single_image` is not the flatbuffer of msdnet_tf.export.to_tflite_single_image "
+                "`single_image` is not the flatbuffer of "
+                "msdnet_tf.serving.export.to_tflite_single_image "
                 f"for these segments (inputs images (1, {', '.join(map(str, image_shape))}) and "
                 f"thresholds ({num_exits},); outputs {', '.join(self._OUTPUTS)}). Received: "
                 f"inputs {shapes}, outputs {sorted(outputs)}"

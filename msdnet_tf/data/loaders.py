@@ -17,7 +17,8 @@ split, used for model selection and for the thresholds of budgeted batch classif
 chosen by ``numpy.random.default_rng(split_seed)`` (``split_seed=0`` by default, independent of the
 training seed, so runs with different seeds share one validation set). ``validation_size=0``
 trains on every training image; the validation split is then empty, and
-`msdnet_tf.evaluate_model.evaluate_run` skips the budgeted sweep rather than set its thresholds on
+`msdnet_tf.evaluation.predict.evaluate_run` skips the budgeted sweep rather than set its thresholds
+on
 the test set (which would make the reported accuracy-vs-FLOPs curve optimistic).
 
 Determinism and resumption: epoch ``e`` of a run with seed ``s`` visits the training images in the

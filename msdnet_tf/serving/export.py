@@ -6,7 +6,7 @@
   float32 ``[N, classes]`` each (the anytime model);
 * ``early_exit(images, thresholds)`` -> ``class_id`` (int64), ``probability`` (float32) and
   ``exit_index`` (int64, 0-based) per image, computed by the real early-exit engine
-  (`msdnet_tf.early_exit.EarlyExitClassifier`): blocks nobody reaches are not run;
+  (`msdnet_tf.serving.engine.EarlyExitClassifier`): blocks nobody reaches are not run;
 * ``early_exit_default(images)``, only when thresholds are given at export: the same with those
   thresholds, which are also stored in the SavedModel as the variable ``thresholds``.
 
@@ -15,9 +15,11 @@ float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reloa
 ``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
 
 `to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
-flatbuffer (run it with `msdnet_tf.lite.LiteClassifier`, the fastest CPU path). A TFLite graph
+flatbuffer (run it with `msdnet_tf.serving.lite.LiteClassifier`, the fastest CPU path). A TFLite
+graph
 cannot drop some of a batch's images half-way, so `to_tflite_segments` cuts the model at its
-exits into K flatbuffers, which `msdnet_tf.lite.LiteEarlyExit` chains into a real early exit;
+exits into K flatbuffers, which `msdnet_tf.serving.lite.LiteEarlyExit` chains into a real early
+exit;
 `to_tflite_single_image` is the early exit of one image as one graph (TFLite ``IF`` ops).
 
 Example:
@@ -35,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from msdnet_tf import evaluation
-from msdnet_tf.early_exit import (
+from msdnet_tf.serving.engine import (
     EarlyExitClassifier,
     block_stages,
     check_thresholds,
@@ -43,10 +45,10 @@ from msdnet_tf.early_exit import (
     exit_stages,
     num_exits,
 )
-from msdnet_tf.lite import LiteClassifier, LiteEarlyExit, interpreter, tensorflow_lite
+from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit, interpreter, tensorflow_lite
 
 __all__ = [
-    # Re-exported from msdnet_tf.early_exit, where they live.
+    # Re-exported from msdnet_tf.serving.engine, where they live.
     "EarlyExitClassifier",
     "block_stages",
     "check_thresholds",
@@ -71,7 +73,7 @@ class _Serving(tf.Module):
 
     def __init__(self, model: keras.Model, thresholds=None, fold: bool = False):
         if fold:
-            from msdnet_tf.optimize import fold_batchnorm
+            from msdnet_tf.model.fold import fold_batchnorm
 
             model = fold_batchnorm(model)
         super().__init__(name="msdnet")
@@ -114,9 +116,9 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: boo
         model: an MSD-Net (`msdnet_tf.build_msdnet`, or loaded from `.keras`).
         path: the SavedModel folder to write.
         thresholds: optional default thresholds (K or K-1 values, see
-            `msdnet_tf.early_exit.check_thresholds`): stored as the variable ``thresholds`` and
+            `msdnet_tf.serving.engine.check_thresholds`): stored as the variable ``thresholds`` and
             served by the ``early_exit_default(images)`` signature.
-        fold: serve `msdnet_tf.optimize.fold_batchnorm(model)` (BatchNorm folded into the
+        fold: serve `msdnet_tf.model.fold.fold_batchnorm(model)` (BatchNorm folded into the
             convolutions; about 1.4x faster on CPU, probabilities within ~1e-6 of `model`'s).
 
     Returns:
@@ -140,7 +142,8 @@ def to_tflite(model: keras.Model) -> bytes:
 
     The flatbuffer has one signature, ``serving_default``: input ``images`` (float32, the batch
     size can be resized), outputs ``exit1_probs`` ... ``exitK_probs``, as the SavedModel's. Run
-    it with `msdnet_tf.lite.LiteClassifier` (parallel sub-batches) or `tflite_probabilities`.
+    it with `msdnet_tf.serving.lite.LiteClassifier` (parallel sub-batches) or
+    `tflite_probabilities`.
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
@@ -187,12 +190,13 @@ def to_tflite_segments(model: keras.Model, split_blocks=None) -> list[bytes]:
 
     Segment k's signature ``serving_default`` takes ``in0``, ``in1``... (the image for k = 1,
     then what segment k-1 returned as ``out0``, ``out1``...) and returns ``probs`` (exit k's
-    softmax, ``[N, classes]``) and ``out0``... for segment k+1. `msdnet_tf.lite.LiteEarlyExit`
+    softmax, ``[N, classes]``) and ``out0``... for segment k+1.
+    `msdnet_tf.serving.lite.LiteEarlyExit`
     chains them with a real early exit on batches, which one TFLite graph cannot express.
 
     Args:
         model: an MSD-Net.
-        split_blocks: as in `msdnet_tf.early_exit.exit_stages`. Default: every block, so that
+        split_blocks: as in `msdnet_tf.serving.engine.exit_stages`. Default: every block, so that
             a sample leaving at exit k never computes block k's maps that only block k+1 reads.
             On TFLite a split costs the samples that stay one more copy of maps, nothing else
             (a single-threaded interpreter runs no exit head beside the next block, as
@@ -248,12 +252,12 @@ def to_tflite_single_image(model: keras.Model, split_blocks=None) -> bytes:
     """Converts an MSD-Net to a TFLite flatbuffer of the early exit of one image.
 
     Signature ``serving_default``: inputs ``images`` (``[1, H, W, C]`` float32) and
-    ``thresholds`` (``[K]`` float32, rounded up as `msdnet_tf.early_exit.check_thresholds`
+    ``thresholds`` (``[K]`` float32, rounded up as `msdnet_tf.serving.engine.check_thresholds`
     does), outputs ``class_id``, ``probability`` and ``exit_index`` (scalars, 0-based exit).
     The exits' decisions are ``IF`` ops (TFLite control flow): segment k+1 (the
     `to_tflite_segments` segment) runs only if exit k is not confident enough, all within one
     interpreter call, with no Python between segments and no copy through Python buffers.
-    `msdnet_tf.lite.LiteEarlyExit` serves single images with it (``single_image=``).
+    `msdnet_tf.serving.lite.LiteEarlyExit` serves single images with it (``single_image=``).
     `split_blocks`: as in `to_tflite_segments` (default: every block).
 
     Raises:
@@ -266,7 +270,8 @@ def to_tflite_single_image(model: keras.Model, split_blocks=None) -> bytes:
 def tflite_probabilities(content: bytes, images, num_threads: int | None = None) -> np.ndarray:
     """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
 
-    One interpreter on the whole batch, `num_threads` threads (`msdnet_tf.lite.LiteClassifier`
+    One interpreter on the whole batch, `num_threads` threads
+    (`msdnet_tf.serving.lite.LiteClassifier`
     is the fast way on a multi-core CPU).
 
     Raises:
@@ -307,7 +312,7 @@ def export_model(
     thresholds are given: float32-exact values, ``"inf"`` / ``"-inf"`` strings), and when
     `tflite`: ``model.tflite`` (`to_tflite`), ``tflite_segments/segment{k}.tflite``
     (`to_tflite_segments`) and ``tflite_segments/single_image.tflite``
-    (`to_tflite_single_image`), the files of `msdnet_tf.lite.LiteEarlyExit`.
+    (`to_tflite_single_image`), the files of `msdnet_tf.serving.lite.LiteEarlyExit`.
 
     Args:
         model: an MSD-Net.
@@ -347,7 +352,7 @@ def export_model(
 def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
     """The TFLite files against the Keras model: accuracy per exit, and the TFLite early exit
     against the simulated evaluation of the TFLite probabilities, with its wall-clock speed-up
-    over the full TFLite model (`msdnet_tf.lite`, sub-batches on every core)."""
+    over the full TFLite model (`msdnet_tf.serving.lite`, sub-batches on every core)."""
     classifier = LiteClassifier(paths["tflite"])
     lite = classifier(images)
     engine = LiteEarlyExit(paths["tflite_segments"], thresholds)
@@ -421,9 +426,10 @@ def export_run(
     * wall-clock time of both signatures over the test split (median of `repeats`, batches of
       `batch_size`), the measured speed-up and the one the FLOPs predict;
     * with `tflite`, the TFLite model's per-exit test accuracy next to the Keras model's, and
-      the TFLite early exit (`msdnet_tf.lite.LiteEarlyExit` on the same thresholds): whether
+      the TFLite early exit (`msdnet_tf.serving.lite.LiteEarlyExit` on the same thresholds): whether
       it equals the simulated evaluation of the TFLite probabilities, and its wall-clock
-      speed-up over the full TFLite model (`msdnet_tf.lite.LiteClassifier`), whole test split
+      speed-up over the full TFLite model (`msdnet_tf.serving.lite.LiteClassifier`), whole test
+      split
       per call.
 
     The results go to ``out_dir/export_check.json`` and are returned.
@@ -444,8 +450,8 @@ def export_run(
         FileNotFoundError: the run folder lacks one of the files above.
         ValueError: `p` is not a budget level of the run.
     """
-    from msdnet_tf.costs import per_exit_costs
-    from msdnet_tf.evaluate_model import load_run
+    from msdnet_tf.evaluation.predict import load_run
+    from msdnet_tf.model.costs import per_exit_costs
     from msdnet_tf.training import load_splits
 
     model, config = load_run(workdir)

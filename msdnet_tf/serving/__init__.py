@@ -1,0 +1,1 @@
+"""Serving: thresholds, the graph-mode and TFLite early-exit engines, export and its check."""

@@ -1,0 +1,3 @@
+"""Training as the reference's recipe: optimiser, schedule, distribution, checkpoints, kernels."""
+
+from msdnet_tf.training.loop import *  # noqa: F403
