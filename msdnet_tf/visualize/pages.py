@@ -51,6 +51,7 @@ import numpy as np
 import gradcam_tf
 from gradcam_tf.callbacks import explain_with_probabilities
 from msdnet_tf import evaluation
+from msdnet_tf.common import new_figure, save_figure
 
 __all__ = [
     "LAYER_CHOICES",
@@ -78,7 +79,6 @@ LAYER_CHOICES = ("conv_out", "features")
 PAGES = ("grid", "class", "saliency", "class_model", "evaluation", "compare", "animations")
 _ORDERS = ("hardest", "easiest", "first")
 _EXIT_OUTPUT = re.compile(r"exit(\d+)_logits$")
-_DPI = 110
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,12 +383,6 @@ class _Cell:
     cmap: str | None = None
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=_DPI)
-
-
 def _draw_cell(ax, cell: _Cell) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -424,7 +418,7 @@ def _grid_figure(cells, row_labels, col_labels, title=None, cell_in=1.25, footer
     row_in = cell_in + 0.24
     width = label_in + cols * (cell_in + 0.08)
     height = header_in + rows * row_in + footer + 0.05
-    figure = _figure(width, height)
+    figure = new_figure(width, height)
     grid = figure.add_gridspec(
         rows,
         cols,
@@ -464,12 +458,6 @@ def _grid_figure(cells, row_labels, col_labels, title=None, cell_in=1.25, footer
     if title:
         figure.text(0.08 / width, 1 - 0.08 / height, title, fontsize=10, va="top")
     return figure, axes
-
-
-def _save(figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=_DPI)
-    return path
 
 
 def _mark(right: bool) -> str:
@@ -539,7 +527,7 @@ def exit_grid(
         ["image", *result.labels],
         title=f"Grad-CAM of each exit's prediction (target: the {kind})",
     )
-    path = _save(figure, os.path.join(out_dir, "grid.png"))
+    path = save_figure(figure, os.path.join(out_dir, "grid.png"))
     cams = []
     if per_image_files:
         numbers = _exit_numbers(model, exits)
@@ -633,7 +621,7 @@ def class_attention(
     height = figure.get_figheight()
     bars = figure.add_axes([left, 0.35 / height, right - left, 1.05 / height])
     _accuracy_bars(bars, result.labels, accuracy, f"accuracy on '{name}'")
-    path = _save(figure, os.path.join(out_dir, f"class_{_slug(name)}.png"))
+    path = save_figure(figure, os.path.join(out_dir, f"class_{_slug(name)}.png"))
     return {
         "path": path,
         "medoid": int(indices[medoid]),
@@ -708,7 +696,7 @@ def saliency_page(
         title="Where the top-1 class's score comes from",
         cell_in=1.2,
     )
-    return {"path": _save(figure, os.path.join(out_dir, "saliency.png"))}
+    return {"path": save_figure(figure, os.path.join(out_dir, "saliency.png"))}
 
 
 def _upscale_map(cam, size: int) -> np.ndarray:
@@ -787,7 +775,7 @@ def class_model_page(
         cell_in=1.0,
     )
     return {
-        "path": _save(figure, os.path.join(out_dir, "class_model.png")),
+        "path": save_figure(figure, os.path.join(out_dir, "class_model.png")),
         "final_scores": np.stack(scores),
     }
 
@@ -802,7 +790,7 @@ def plot_per_exit_accuracy(records: Sequence[dict], path: str) -> str:
     """
     names = [r["name"] for r in records]
     top1 = 100.0 * np.asarray([r["top1"] for r in records], np.float64)
-    figure = _figure(max(4.2, 0.6 * len(names) + 2.2), 3.0)
+    figure = new_figure(max(4.2, 0.6 * len(names) + 2.2), 3.0)
     ax = figure.add_axes([0.13, 0.17, 0.84, 0.7])
     x = np.arange(len(names))
     ax.plot(x, top1, "o-", color=NEUTRAL, label="single exit")
@@ -831,7 +819,7 @@ def plot_per_exit_accuracy(records: Sequence[dict], path: str) -> str:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(True, alpha=0.3, linewidth=0.6)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_per_class_table(rows: Sequence[dict], exit_labels: Sequence[str], path: str) -> str:
@@ -851,7 +839,7 @@ def plot_per_class_table(rows: Sequence[dict], exit_labels: Sequence[str], path:
     )
     header_in = 0.55
     height = header_in + 0.24 * len(rows) + 0.1
-    figure = _figure(1.7 + 0.62 * len(exit_labels), height)
+    figure = new_figure(1.7 + 0.62 * len(exit_labels), height)
     ax = figure.add_axes([0.22, 0.1 / height, 0.76, 1 - (header_in + 0.1) / height])
     low = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
     # Light greens: the best cells stand out without hiding their black text.
@@ -891,7 +879,7 @@ def plot_per_class_table(rows: Sequence[dict], exit_labels: Sequence[str], path:
         fontsize=9,
         va="top",
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def compare_models(
@@ -955,7 +943,7 @@ def compare_models(
                 row.append(_Cell(picture, title, RIGHT if right else WRONG))
         cells.append(row)
     figure, _ = _grid_figure(cells, rows, ["image", *columns], title="Model comparison")
-    return {"path": _save(figure, path), "columns": columns, "n_correct": n_correct}
+    return {"path": save_figure(figure, path), "columns": columns, "n_correct": n_correct}
 
 
 # --------------------------------------------------------------------------------------------
