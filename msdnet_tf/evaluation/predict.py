@@ -1,15 +1,21 @@
 """Run a trained MSD-Net over a data set and write the evaluation report into a run folder.
 
-`msdnet_tf.evaluation` does the analysis on numpy arrays; this module produces those arrays
-(softmax probabilities of every exit, one pass per batch) and writes, besides the report:
-``probabilities.npz`` (validation and test probabilities and labels, for the visualisations and
-the early-exit engine) and ``results.json`` (the summary, with per-exit costs).
+The TensorFlow side of `msdnet_tf.evaluation` (which itself is NumPy-only and does not import
+this module): `predict_probabilities` produces the arrays the analysis takes (softmax
+probabilities of every exit, one pass per batch), `evaluate_run` writes the report of
+`msdnet_tf.evaluation.write_report` and, besides it, ``probabilities.npz`` (validation and test
+probabilities and labels, for the visualisations and the early-exit engine) and
+``results.json`` (the summary, with per-exit costs), and `load_run` reloads a training run.
+
+Example:
+    >>> from msdnet_tf.evaluation.predict import evaluate_run, load_run
+    >>> model, config = load_run("runs/cifar10")
+    >>> summary = evaluate_run(model, splits, "runs/cifar10/eval")
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -17,7 +23,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf.evaluation import analysis as evaluation
+from msdnet_tf.common import check_positive_int, read_json, write_json
+from msdnet_tf.evaluation.report import write_report
 from msdnet_tf.model.costs import per_exit_costs
 
 __all__ = ["evaluate_run", "load_run", "predict_probabilities"]
@@ -64,17 +71,18 @@ def evaluate_run(
 ) -> dict:
     """Evaluate `model` on the validation and test splits into `run_dir`.
 
-    Writes the report of `evaluation.write_report` (per-exit top-1/top-5 and ensemble, per-class
-    table and heat map, sample difficulty, anytime curve vs cumulative FLOPs, and the budgeted
-    sweep with thresholds set on the validation split), ``probabilities.npz`` (``test_probs``
-    (K, N, C), ``test_labels`` and, with a validation split, ``val_probs``, ``val_labels``) and
-    ``results.json``.
+    Writes the report of `msdnet_tf.evaluation.write_report` (per-exit top-1/top-5 and
+    ensemble, per-class table and heat map, sample difficulty, anytime curve vs cumulative FLOPs,
+    and the budgeted sweep with thresholds set on the validation split), ``probabilities.npz``
+    (``test_probs`` (K, N, C), ``test_labels`` and, with a validation split, ``val_probs``,
+    ``val_labels``) and ``results.json`` (strict JSON: infinite thresholds are the strings
+    ``"inf"`` / ``"-inf"``).
 
     Args:
         model: a multi-exit classifier (one logits output per exit).
         splits: `msdnet_tf.data.Splits` of the data set.
         run_dir: output folder (created if missing).
-        batch_size: evaluation batch size (default: the splits' own).
+        batch_size: evaluation batch size, a positive integer (default None: the splits' own).
         budgeted: run the budgeted sweep (needs a non-empty validation split; skipped without
             one rather than setting thresholds on the test set).
         costs: `msdnet_tf.model.costs.per_exit_costs(model)` if already computed.
@@ -83,7 +91,11 @@ def evaluate_run(
         The summary dict written to ``results.json``: data set, split sizes, class names,
         per-exit records, difficulty histogram, per-exit costs, budgeted records (or None),
         the files written.
+
+    Raises:
+        ValueError: `batch_size` is not a positive integer or None, or a split is empty.
     """
+    batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     os.makedirs(run_dir, exist_ok=True)
     test_probs, test_labels = predict_probabilities(
         model, _rebatched(splits.test_dataset(), batch_size)
@@ -95,7 +107,7 @@ def evaluate_run(
         )
     costs = per_exit_costs(model) if costs is None else costs
     flops = [c.cumulative_flops for c in costs]
-    report = evaluation.write_report(
+    report = write_report(
         run_dir, test_probs, test_labels, splits.class_names, flops, val_probs=val_probs
     )
     arrays = {"test_probs": test_probs, "test_labels": test_labels}
@@ -112,16 +124,15 @@ def evaluate_run(
         "budgeted": report["budgeted"],
         "files": sorted(report["files"] + ["probabilities.npz", "results.json"]),
     }
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=_jsonable)
+    write_json(summary, os.path.join(run_dir, "results.json"))
     return summary
 
 
 def _rebatched(dataset: tf.data.Dataset, batch_size: int | None) -> tf.data.Dataset:
     """`dataset` in batches of `batch_size` (unchanged when None)."""
-    if not batch_size:
+    if batch_size is None:
         return dataset
-    return dataset.unbatch().batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def load_run(workdir: str, checkpoint: str = "model.keras"):
@@ -141,16 +152,5 @@ def load_run(workdir: str, checkpoint: str = "model.keras"):
                 f"{workdir} is not a finished training run: {os.path.basename(path)} is missing "
                 f"(expected {path}; scripts/train.py writes it). Received: workdir={workdir!r}"
             )
-    with open(paths[1]) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(read_json(paths[1], "run config"))
     return keras.saving.load_model(paths[0]), config
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

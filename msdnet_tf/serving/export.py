@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from msdnet_tf import evaluation
+from msdnet_tf.common import json_value, write_json
 from msdnet_tf.serving.engine import (
     EarlyExitClassifier,
     block_stages,
@@ -334,7 +335,7 @@ def export_model(
         paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
         # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
         values = check_thresholds(thresholds, num_exits(model))
-        evaluation.write_json({"thresholds": values}, paths["thresholds"])
+        write_json({"thresholds": values}, paths["thresholds"])
     if tflite:
         paths["tflite"] = os.path.join(out_dir, "model.tflite")
         with open(paths["tflite"], "wb") as f:
@@ -512,6 +513,6 @@ def export_run(
     if tflite:
         check["tflite"] = _tflite_check(paths, images, labels, test_probs, thresholds, flops,
                                         repeats)  # fmt: skip
-    check = evaluation.json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
-    evaluation.write_json(check, os.path.join(out_dir, "export_check.json"))
+    check = json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
+    write_json(check, os.path.join(out_dir, "export_check.json"))
     return check
