@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import data
-from msdnet_tf.data import loaders
+from msdnet_tf.data.cifar import CIFAR_FORMATS
+from msdnet_tf.data.digits import digits_images
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _first(dataset):
 
 def test_digits_split_is_fixed_stratified_and_disjoint(digits):
     assert digits.sizes == {"train": 1078, "validation": 269, "test": 450}
-    _, labels = loaders._digits_images(8)
+    _, labels = digits_images(8)
     parts = data.digits_split_indices(labels)
     assert sum(len(p) for p in parts) == len(labels) == 1797
     assert len(set(np.concatenate(parts).tolist())) == 1797
@@ -155,7 +156,7 @@ _PER_BATCH = 20
 
 
 def _cifar_members(name):
-    fmt = loaders._CIFAR[name]
+    fmt = CIFAR_FORMATS[name]
     members = {}
     for i, member in enumerate(fmt.train + fmt.test):
         rng = np.random.default_rng(i)
@@ -192,7 +193,7 @@ def _write_folder(path, members, raw=None):
 
 
 def _write_cifar(root, name, as_archive=True, members=None, raw=None):
-    fmt = loaders._CIFAR[name]
+    fmt = CIFAR_FORMATS[name]
     members = members or _cifar_members(name)
     if as_archive:
         _write_archive(os.path.join(root, fmt.archive), fmt.folder, members, raw)
@@ -210,7 +211,7 @@ def _hwc(row):
 def test_cifar_reader(tmp_path, name, as_archive):
     members = _write_cifar(str(tmp_path), name, as_archive)
     splits = data.load_dataset(name, str(tmp_path), batch_size=8, validation_size=10)
-    n_train = len(loaders._CIFAR[name].train) * _PER_BATCH
+    n_train = len(CIFAR_FORMATS[name].train) * _PER_BATCH
     assert splits.sizes == {"train": n_train - 10, "validation": 10, "test": _PER_BATCH}
     test = members["test_batch" if name == "cifar10" else "test"]
     np.testing.assert_array_equal(splits.test_x[3], _hwc(test[b"data"][3]))
@@ -224,8 +225,8 @@ def test_cifar_reader(tmp_path, name, as_archive):
     assert images.shape == (8, 32, 32, 3) and images.dtype == np.float32
     assert labels.dtype == np.int32
     assert os.path.basename(splits.source) in (
-        loaders._CIFAR[name].archive,
-        loaders._CIFAR[name].folder,
+        CIFAR_FORMATS[name].archive,
+        CIFAR_FORMATS[name].folder,
     )
 
 
