@@ -29,6 +29,8 @@ _EXPORTS = {
     "EarlyExitClassifier": "msdnet_tf.serving.engine",
     "LiteClassifier": "msdnet_tf.serving.lite",
     "LiteEarlyExit": "msdnet_tf.serving.lite",
+    "Run": "msdnet_tf.runs",
+    "CheckpointIdentity": "msdnet_tf.runs",
 }
 
 __all__ = ["__version__", *_EXPORTS]
