@@ -229,7 +229,7 @@ def test_corrupt_checkpoint_is_one_error(tmp_path):
     with open(os.path.join(folder, "best.keras"), "wb") as f:
         f.write(b"not a zip file")
     with pytest.raises(ValueError, match=r"best\.keras is not a loadable \.keras model"):
-        Run.open(folder, "best.keras").model
+        _ = Run.open(folder, "best.keras").model
 
 
 def test_folder_without_config_is_not_a_run(tmp_path):
