@@ -4,11 +4,14 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from msdnet_tf import evaluation as ev
+from msdnet_tf.evaluation import plots
 
 FLOPS3 = [10.0, 25.0, 45.0]
 
@@ -151,8 +154,38 @@ def test_per_class_accuracy_hand_case_with_an_empty_class(tmp_path):
     assert read[3] == ["2", "truck", "0", "", ""]
     markdown = ev.per_class_markdown(table, classes=[1, 2])
     assert "| dog | 0.667 | 1.000 |" in markdown and "| truck | – | – |" in markdown
-    ev.plot_per_class(table, tmp_path / "per_class.png")
-    assert (tmp_path / "per_class.png").stat().st_size > 0
+
+
+def test_per_class_heat_map_paints_each_cell_in_its_colour(tmp_path, monkeypatch):
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
+    pred_nk = [[0, 0], [1, 0], [1, 1], [1, 1], [0, 1]]
+    table = ev.per_class_accuracy(_one_hot_scores(pred_nk, 3), [0, 0, 1, 1, 1])
+    drawn = []
+    save = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path)
+    )
+    path = tmp_path / "per_class.png"
+    ev.plot_per_class(table, path)
+    pixels = imread(path)[..., :3]  # floats in [0, 1], row 0 at the top
+    ax = drawn[0].axes[0]
+    expected = {
+        (0, 0): colormaps["viridis"](0.5),  # class 0, exit B1: 1 of 2
+        (0, 1): colormaps["viridis"](1.0),
+        (1, 0): colormaps["viridis"](2 / 3),
+        (1, 1): colormaps["viridis"](1.0),
+        (2, 0): (1.0, 1.0, 1.0),  # class 2 has no sample: a blank cell
+        (2, 1): (1.0, 1.0, 1.0),
+    }
+    for (c, k), colour in expected.items():
+        # a point inside the cell, off its centre where the value is written
+        x, y = ax.transData.transform((k - 0.3, c - 0.3))
+        pixel = pixels[pixels.shape[0] - int(round(y)), int(round(x))]
+        np.testing.assert_allclose(pixel, colour[:3], atol=2 / 255, err_msg=f"cell {(c, k)}")
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["100.0", "100.0", "50.0", "66.7"]
 
 
 def _difficulty_case():
@@ -484,3 +517,67 @@ def test_float32_thresholds_are_exact_float32_confidences():
     np.testing.assert_array_equal(
         ev.budgeted_thresholds(probs, 20.0), ev.budgeted_thresholds(probs, np.int64(20))
     )
+
+
+# ------------------------------------------------------------------------------------------
+# The package: NumPy-only, and its public names
+# ------------------------------------------------------------------------------------------
+
+
+def test_import_loads_neither_tensorflow_nor_matplotlib():
+    code = (
+        "import sys, msdnet_tf.evaluation\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'matplotlib'})\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_public_name_is_defined_once_in_a_submodule():
+    import importlib
+
+    homes = {}
+    for name in ("inputs", "metrics", "classes", "difficulty", "budgeted", "tables", "plots",
+                 "report"):  # fmt: skip
+        module = importlib.import_module(f"msdnet_tf.evaluation.{name}")
+        for public in module.__all__:
+            assert public not in homes, (public, homes.get(public), name)
+            homes[public] = name
+    for public in ev.__all__:
+        assert public in homes and getattr(ev, public) is not None, public
+
+
+# ------------------------------------------------------------------------------------------
+# msdnet_tf.evaluation.predict (the TensorFlow side)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [0, -8, 2.5, True])
+def test_evaluate_run_rejects_a_bad_batch_size_before_any_work(tmp_path, batch_size):
+    from msdnet_tf.evaluation.predict import evaluate_run
+
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer >= 1\. Received"):
+        evaluate_run(None, None, str(tmp_path / "run"), batch_size=batch_size)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_run_writes_strict_json_results(tmp_path, testing_model):
+    from msdnet_tf.data import load_dataset
+    from msdnet_tf.evaluation.predict import evaluate_run
+
+    splits = load_dataset("digits", batch_size=128, image_size=16)
+    summary = evaluate_run(testing_model, splits, str(tmp_path), batch_size=100)
+
+    def reject(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    results = json.loads((tmp_path / "results.json").read_text(), parse_constant=reject)
+    assert results["split_sizes"] == splits.sizes
+    assert [r["thresholds"][-1] for r in results["budgeted"]] == ["-inf"] * 39
+    assert results["per_exit"] == json.loads((tmp_path / "per_exit.json").read_text())["exits"]
+    assert results["files"] == summary["files"]
+    with np.load(tmp_path / "probabilities.npz") as arrays:
+        assert arrays["test_probs"].shape == (3, splits.sizes["test"], 10)
