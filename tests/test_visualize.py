@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from gradcam_tf.callbacks import frames_to_gif
-from msdnet_tf import evaluation
+from msdnet_tf import evaluation, visualize
 from msdnet_tf.config import base_config
 from msdnet_tf.data import load_dataset
 from msdnet_tf.evaluation.predict import evaluate_run
 from msdnet_tf.model.presets import build_preset
 from msdnet_tf.training import write_config
-from msdnet_tf.visualize import pages as visualize
+from msdnet_tf.visualize.cells import overlay_cell
 
 NUM_IMAGES = 4
 K = 3  # exits of the `testing` preset
@@ -111,7 +111,7 @@ def test_overlay_hottest_pixel_lies_where_the_cam_peaks():
     cam = np.zeros((8, 8), np.float32)
     cam[5, 2] = 1.0
     grey = np.full((16, 16, 3), 0.5, np.float32)
-    picture = visualize._cell(grey, cam, 64).astype(np.float32) / 255.0
+    picture = overlay_cell(grey, cam, 64).astype(np.float32) / 255.0
     # Decode the overlay: 0.55 * grey + 0.45 * jet(v); the closest v is the map's value there.
     levels = np.arange(256, dtype=np.uint8)[:, None]
     jet = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)

@@ -1,0 +1,109 @@
+"""Grad-CAM maps of a model's exits: which exits and target layers, and the maps themselves.
+
+An MSD-Net (outputs ``exit{k}_logits``) is explained at each exit's own layer
+(``exit{k}_conv_out`` or ``exit{k}_features``); any other Keras classifier at the layers
+`gradcam_tf.GradCAM` finds for its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import keras
+import numpy as np
+
+import gradcam_tf
+from gradcam_tf.callbacks import explain_with_probabilities
+
+__all__ = ["LAYER_CHOICES", "ExitMaps", "exit_numbers", "explain_exits", "is_msdnet"]
+
+LAYER_CHOICES = ("conv_out", "features")
+_EXIT_OUTPUT = re.compile(r"exit(\d+)_logits$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitMaps:
+    """Grad-CAM maps and probabilities of the chosen outputs for a batch of images.
+
+    Attributes:
+        maps: (K, N, H, W) maps in [0, 1].
+        probs: (K, N, C) softmax probabilities.
+        labels: short output labels ("B3", or the output name), K entries.
+        layers: the target layers used, K entries.
+    """
+
+    maps: np.ndarray
+    probs: np.ndarray
+    labels: list[str]
+    layers: list[str]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """(K, N) top-1 class of every output and image."""
+        return self.probs.argmax(axis=-1)
+
+
+def is_msdnet(model: keras.Model) -> bool:
+    """Whether `model` is an MSD-Net: outputs named ``exit{k}_logits`` and exit heads."""
+    names = list(getattr(model, "output_names", None) or [])
+    if not names or not all(_EXIT_OUTPUT.fullmatch(n) for n in names):
+        return False
+    return any(layer.name == "exit1_conv_out" for layer in model.layers)
+
+
+def exit_numbers(model: keras.Model, exits) -> list[int]:
+    """The 1-based exits `exits` names (an int, a list, or None for all), checked.
+
+    Raises:
+        ValueError: an exit outside 1..K (K: the model's outputs) or an empty list.
+    """
+    count = len(model.outputs)
+    if exits is None:
+        return list(range(1, count + 1))
+    numbers = [int(k) for k in ([exits] if isinstance(exits, int) else exits)]
+    bad = [k for k in numbers if not 1 <= k <= count]
+    if bad or not numbers:
+        raise ValueError(
+            f"Exits are numbered 1..{count} for this model. Received: exits={list(numbers)}"
+        )
+    return numbers
+
+
+def explain_exits(
+    model: keras.Model,
+    images,
+    exits=None,
+    layer: str = "conv_out",
+    classes=None,
+    explainer: gradcam_tf.GradCAM | None = None,
+) -> ExitMaps:
+    """Grad-CAM of the chosen exits (any model: its chosen outputs) in one pass.
+
+    Args:
+        model: an MSD-Net (outputs ``exit{k}_logits``) or any Keras classifier.
+        images: (N, H, W, C) model inputs.
+        exits: 1-based exits (outputs) to explain; None for all.
+        layer: 'conv_out' (each head's last conv) or 'features' (the block features the head
+            reads); for a model that is not an MSD-Net the layer is found automatically.
+        classes: None (each exit's top-1 class) or (N,) class ids to explain at every exit.
+        explainer: a `GradCAM` of `model` to reuse.
+
+    Returns:
+        An `ExitMaps`.
+    """
+    if layer not in LAYER_CHOICES:
+        raise ValueError(f"`layer` must be one of {LAYER_CHOICES}. Received: layer={layer!r}")
+    numbers = exit_numbers(model, exits)
+    if is_msdnet(model):
+        layers = [f"exit{k}_{layer}" for k in numbers]
+        labels = [f"B{k}" for k in numbers]
+    else:
+        layers = "auto"
+        names = list(model.output_names)
+        labels = [model.name if len(names) == 1 else names[k - 1] for k in numbers]
+    explainer = explainer or gradcam_tf.GradCAM(model)
+    outputs = [k - 1 for k in numbers]
+    maps, probs = explain_with_probabilities(explainer, images, classes, layers, outputs)
+    used = layers if isinstance(layers, list) else [explainer.target_layers[k] for k in outputs]
+    return ExitMaps(np.stack(maps), np.stack(probs), labels, list(used))
