@@ -1,5 +1,9 @@
 """Block stages and the real early-exit engine against the simulated budgeted evaluation."""
 
+import importlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -12,11 +16,11 @@ from msdnet_tf.model.presets import build_preset
 from msdnet_tf.serving.engine import (
     EarlyExitClassifier,
     block_stages,
-    check_thresholds,
     exit_segments,
     exit_stages,
     num_exits,
 )
+from msdnet_tf.serving.thresholds import check_thresholds
 
 K = 3  # exits of the `testing` preset
 
@@ -208,7 +212,7 @@ def test_every_number_of_streams_gives_the_same_decisions(testing_model, images,
 
 @pytest.mark.parametrize("streams", [0, -1, 1.5, True, "2"])
 def test_bad_streams_are_rejected(testing_model, streams):
-    with pytest.raises(ValueError, match=r"`streams` must be a positive integer. Received: "):
+    with pytest.raises(ValueError, match=r"`streams` must be an integer >= 1. Received: streams="):
         EarlyExitClassifier(testing_model, streams=streams)
 
 
@@ -348,3 +352,30 @@ def test_folded_engine_equals_the_simulated_evaluation_of_the_folded_model(image
     np.testing.assert_allclose(folded_probs, probs, atol=1e-5)
     thresholds = _budgeted(folded_probs, 20)
     _assert_engine_equals_simulated(engine(images, thresholds), folded_probs, thresholds)
+
+
+def test_thresholds_module_and_serving_package_load_without_tensorflow():
+    """`msdnet_tf.serving.thresholds` is NumPy only, and the package imports its names lazily:
+    a client that only checks thresholds never pays for TensorFlow."""
+    code = (
+        "import sys\n"
+        "import msdnet_tf.serving.thresholds\n"
+        "from msdnet_tf.serving import check_thresholds\n"
+        "assert check_thresholds([0.5, 0.25], 3).tolist() == [0.5, 0.25, float('-inf')]\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "assert 'keras' not in sys.modules, 'keras was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_serving_package_names_resolve():
+    import msdnet_tf.serving as serving
+
+    for name in serving.__all__:
+        value = getattr(serving, name)
+        assert getattr(importlib.import_module(serving._EXPORTS[name]), name) is value, name
+    assert serving.EarlyExitClassifier is EarlyExitClassifier
+    assert serving.check_thresholds is check_thresholds
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        serving.nothing  # noqa: B018

@@ -80,9 +80,9 @@ def test_integer_images_are_converted(content):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"workers": 0}, r"`workers` must be a positive integer. Received: 0"),
-        ({"sub_batch": 2.5}, r"`sub_batch` must be a positive integer. Received: 2.5"),
-        ({"workers": True}, r"`workers` must be a positive integer. Received: True"),
+        ({"workers": 0}, r"`workers` must be an integer >= 1. Received: workers=0"),
+        ({"sub_batch": 2.5}, r"`sub_batch` must be an integer >= 1. Received: sub_batch=2.5"),
+        ({"workers": True}, r"`workers` must be an integer >= 1. Received: workers=True"),
     ],
 )
 def test_bad_settings_are_rejected(content, kwargs, message):
@@ -108,7 +108,9 @@ def test_missing_or_corrupt_files_are_reported(tmp_path, content):
         LiteClassifier(str(tmp_path / "absent.tflite"))
     with pytest.raises(ValueError, match=r"`content` is not a TFLite model \(9 bytes"):
         LiteClassifier(b"not a fb!")
-    with pytest.raises(ValueError, match=r"`num_threads` must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"`num_threads` must be an integer >= 1. Received: num_thr"
+    ):
         interpreter(content, num_threads=0)
 
 

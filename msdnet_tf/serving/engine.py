@@ -27,14 +27,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from msdnet_tf.common import check_positive_int
 from msdnet_tf.model.builder import block_output_layer_names
-from msdnet_tf.serving.lite import _positive
+from msdnet_tf.serving.thresholds import check_thresholds
 
 __all__ = [
     "EarlyExitClassifier",
     "ExitStage",
     "block_stages",
-    "check_thresholds",
     "exit_segments",
     "exit_stages",
     "num_exits",
@@ -261,51 +261,6 @@ def _contains(tensors, tensor) -> bool:
     return any(t is tensor for t in tensors)
 
 
-def _round_up_to_float32(values: np.ndarray) -> np.ndarray:
-    """The smallest float32 >= each float64 value, so that for any float32 confidence c,
-    ``c >= result`` in float32 exactly when ``c >= value`` in float64."""
-    with np.errstate(over="ignore"):  # beyond the float32 range: +-inf, then stepped back
-        rounded = values.astype(np.float32)
-    below = rounded.astype(np.float64) < values
-    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
-    return rounded
-
-
-def check_thresholds(thresholds, n_exits: int) -> np.ndarray:
-    """Validates per-exit thresholds and returns them as K float32 values.
-
-    Args:
-        thresholds: K numbers ``T_1..T_K`` (``+inf``: nobody exits there; the last one is
-            ignored, the last exit takes everyone left), or K-1 numbers (then ``T_K = -inf``).
-        n_exits: K, the number of exits.
-
-    Returns:
-        float32 array ``(K,)``. Values are rounded *up* to float32, so comparing float32
-        confidences with them decides exactly as `msdnet_tf.evaluation.exit_indices` does with
-        the float64 thresholds.
-
-    Raises:
-        ValueError: not numbers, not 1-D, not K or K-1 of them, or a NaN.
-    """
-    try:
-        array = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"`thresholds` must be numbers, one per exit. Received: {thresholds!r}"
-        ) from error
-    if array.ndim != 1 or array.shape[0] not in (n_exits, n_exits - 1):
-        raise ValueError(
-            f"`thresholds` must be a 1-D array of {n_exits} values (one per exit) or "
-            f"{n_exits - 1} (the last exit takes everyone left). Received: shape {array.shape}, "
-            f"thresholds={array.tolist()}"
-        )
-    if np.isnan(array).any():
-        raise ValueError(f"`thresholds` must not contain NaN. Received: {array.tolist()}")
-    if array.shape[0] == n_exits - 1:
-        array = np.append(array, -np.inf)
-    return _round_up_to_float32(array)
-
-
 def _empty_groups(count: int) -> list:
     """`count` exits that nobody reached: (positions, class ids, confidences) of size 0."""
     return [
@@ -379,7 +334,7 @@ class EarlyExitClassifier:
         split_blocks=(1,),
         streams: int = 2,
     ):
-        self.streams = _positive("streams", streams)
+        self.streams = check_positive_int(streams, "streams")
         if fold:
             from msdnet_tf.model.fold import fold_batchnorm
 

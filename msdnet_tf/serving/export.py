@@ -41,12 +41,12 @@ from msdnet_tf.common import json_value, write_json
 from msdnet_tf.serving.engine import (
     EarlyExitClassifier,
     block_stages,
-    check_thresholds,
     exit_segments,
     exit_stages,
     num_exits,
 )
 from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit, interpreter, tensorflow_lite
+from msdnet_tf.serving.thresholds import check_thresholds
 
 __all__ = [
     # Re-exported from msdnet_tf.serving.engine, where they live.
@@ -117,8 +117,8 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: boo
         model: an MSD-Net (`msdnet_tf.build_msdnet`, or loaded from `.keras`).
         path: the SavedModel folder to write.
         thresholds: optional default thresholds (K or K-1 values, see
-            `msdnet_tf.serving.engine.check_thresholds`): stored as the variable ``thresholds`` and
-            served by the ``early_exit_default(images)`` signature.
+            `msdnet_tf.serving.thresholds.check_thresholds`): stored as the variable
+            ``thresholds`` and served by the ``early_exit_default(images)`` signature.
         fold: serve `msdnet_tf.model.fold.fold_batchnorm(model)` (BatchNorm folded into the
             convolutions; about 1.4x faster on CPU, probabilities within ~1e-6 of `model`'s).
 
@@ -253,7 +253,7 @@ def to_tflite_single_image(model: keras.Model, split_blocks=None) -> bytes:
     """Converts an MSD-Net to a TFLite flatbuffer of the early exit of one image.
 
     Signature ``serving_default``: inputs ``images`` (``[1, H, W, C]`` float32) and
-    ``thresholds`` (``[K]`` float32, rounded up as `msdnet_tf.serving.engine.check_thresholds`
+    ``thresholds`` (``[K]`` float32, rounded up as `msdnet_tf.serving.thresholds.check_thresholds`
     does), outputs ``class_id``, ``probability`` and ``exit_index`` (scalars, 0-based exit).
     The exits' decisions are ``IF`` ops (TFLite control flow): segment k+1 (the
     `to_tflite_segments` segment) runs only if exit k is not confident enough, all within one

@@ -41,6 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from msdnet_tf.common import check_positive_int
+from msdnet_tf.serving.thresholds import check_thresholds
+
 __all__ = ["LiteClassifier", "LiteEarlyExit", "interpreter"]
 
 _SIGNATURE = "serving_default"
@@ -75,7 +78,7 @@ def interpreter(content: bytes, num_threads: int | None = None):
     """
     kwargs = {"model_content": bytes(content)}
     if num_threads is not None:
-        kwargs["num_threads"] = _positive("num_threads", num_threads)
+        kwargs["num_threads"] = check_positive_int(num_threads, "num_threads")
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -101,12 +104,6 @@ def _read(content) -> bytes:
         raise FileNotFoundError(f"No TFLite file at {path!r} (expected a .tflite flatbuffer).")
     with open(path, "rb") as f:
         return f.read()
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
-    return int(value)
 
 
 def _check_images(images, image_shape) -> np.ndarray:
@@ -138,9 +135,9 @@ class _ParallelLite:
 
     def __init__(self, workers: int | None, sub_batch: int, threads: int):
         workers = (os.cpu_count() or 1) if workers is None else workers
-        self.workers = _positive("workers", workers)
-        self.sub_batch = _positive("sub_batch", sub_batch)
-        self.threads = _positive("threads", threads)
+        self.workers = check_positive_int(workers, "workers")
+        self.sub_batch = check_positive_int(sub_batch, "sub_batch")
+        self.threads = check_positive_int(threads, "threads")
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lite")
         weakref.finalize(self, self._pool.shutdown, wait=False)
         # The interpreters hold one batch at a time: concurrent calls take turns.
@@ -270,7 +267,7 @@ class LiteEarlyExit(_ParallelLite):
     into that worker's buffers (the same single copy). A single image takes
     a shorter path with no bookkeeping. Decisions and classes are those of
     `msdnet_tf.evaluation.exit_indices` on the TFLite model's probabilities (thresholds rounded
-    up to float32 as in `msdnet_tf.serving.engine.check_thresholds`), as
+    up to float32 as in `msdnet_tf.serving.thresholds.check_thresholds`), as
     `msdnet_tf.serving.engine.EarlyExitClassifier` does on the Keras model's.
 
     Args:
@@ -371,8 +368,6 @@ class LiteEarlyExit(_ParallelLite):
         """`check_thresholds` of `thresholds`, remembered for the next call: a server passing
         the same values with every request pays the checks (~15 us, a tenth of the digits
         model's segment 1 on one image) once."""
-        from msdnet_tf.serving.engine import check_thresholds
-
         values = np.asarray(thresholds)
         key = (
             (values.dtype.str, values.shape, values.tobytes())
