@@ -11,8 +11,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.py
-	$(PY) -m pip install --quiet -e ".[dev]"
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[cpu,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,12 +21,12 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py --workdir $(RUN_DIR)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
-	$(VENV)/bin/ruff format --check msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
+	$(VENV)/bin/ruff check msdnet_tf gradcam_tf scripts configs tests benchmarks
+	$(VENV)/bin/ruff format --check msdnet_tf gradcam_tf scripts configs tests benchmarks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
-	$(VENV)/bin/ruff check --fix msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
+	$(VENV)/bin/ruff format msdnet_tf gradcam_tf scripts configs tests benchmarks
+	$(VENV)/bin/ruff check --fix msdnet_tf gradcam_tf scripts configs tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
