@@ -5,7 +5,8 @@ all classes in one batch:
 
     x* = argmax_x  S_c(x) - l2_weight * mean(x^2) - tv_weight * TV(x)
 
-with S_c the unnormalised score (logit) of class c at the chosen output, mean(x^2) the mean
+with S_c the score of class c at the chosen output (by default its unnormalised score, the
+logit, read as everywhere in gradcam_tf: `gradcam_tf.outputs`), mean(x^2) the mean
 square pixel value and TV the anisotropic total variation averaged over neighbour pairs,
 
     TV(x) = mean |x[i+1, j] - x[i, j]| + mean |x[i, j+1] - x[i, j]|.
@@ -49,7 +50,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcam_tf import _outputs
+from gradcam_tf.checks import check_positive_int
+from gradcam_tf.outputs import ModelOutputs, check_score_on, model_outputs
 
 __all__ = ["ActivationMaximizationResult", "activation_maximization"]
 
@@ -63,8 +65,8 @@ class ActivationMaximizationResult:
     Attributes:
         images: (B, H, W, C) float32 optimised images, one per requested class.
         classes: (B,) the class ids, in request order.
-        output_index: position of the output whose scores were maximised.
-        output_name: its name (None if the model has no output names).
+        output_position: position of the output whose scores were maximised.
+        output_name: its name.
         score_history: (steps, B) class score at each step (on the jittered image, before the
             update).
         regularization_history: (steps, B) total penalty ``l2_weight * mean(x^2) + tv_weight *
@@ -75,8 +77,8 @@ class ActivationMaximizationResult:
 
     images: np.ndarray
     classes: np.ndarray
-    output_index: int
-    output_name: str | None
+    output_position: int
+    output_name: str
     score_history: np.ndarray
     regularization_history: np.ndarray
     initial_scores: np.ndarray
@@ -94,14 +96,6 @@ def _check_non_negative(value, name: str) -> float:
     return float(value)
 
 
-def _check_positive_int(value, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
-
-
 def _check_value_range(value_range) -> tuple[float, float] | None:
     if value_range is None:
         return None
@@ -117,15 +111,9 @@ def _check_value_range(value_range) -> tuple[float, float] | None:
     return low, high
 
 
-def _image_shape(model: keras.Model, image_shape) -> tuple[int, int, int]:
-    inputs = getattr(model, "inputs", None)
-    if inputs is not None and len(inputs) != 1:
-        raise ValueError(
-            f"Activation maximisation needs a single-input model. Received: a model with "
-            f"{len(inputs)} inputs"
-        )
-    if image_shape is None and inputs:
-        image_shape = tuple(inputs[0].shape[1:])
+def _image_shape(resolved: ModelOutputs, image_shape) -> tuple[int, int, int]:
+    if image_shape is None:
+        image_shape = resolved.input_shape[1:]
     if image_shape is None or len(image_shape) != 3 or any(d is None for d in image_shape):
         raise ValueError(
             "Activation maximisation needs an image input (H, W, C) of known size; pass "
@@ -218,7 +206,8 @@ def activation_maximization(
     model: keras.Model,
     classes: int | Sequence[int],
     *,
-    output_index: int | str | None = None,
+    outputs=None,
+    score_on: str = "logits",
     steps: int = 200,
     learning_rate: float = 0.05,
     l2_weight: float = 0.01,
@@ -228,7 +217,6 @@ def activation_maximization(
     blur_sigma: float = 0.5,
     value_range: tuple[float, float] | None = None,
     normalize_gradient: bool = True,
-    use_logits: bool = True,
     initial=None,
     image_shape: tuple[int, int, int] | None = None,
     seed: int = 0,
@@ -242,8 +230,12 @@ def activation_maximization(
     Args:
         model: a single-input Keras image model (NHWC); its weights are only read.
         classes: a class id or a list of class ids; one image per entry, all in one batch.
-        output_index: which output of a multi-output model (position or output name, e.g.
-            "exit3_logits"); may be omitted for single-output models.
+        outputs: the output whose class scores are maximised: a position or name (e.g.
+            "exit3_logits"), or a list of one; None for a single-output model (see
+            `gradcam_tf.outputs`).
+        score_on: "logits" (default: the score before a final softmax/sigmoid, as Simonyan et
+            al., since a probability can also be raised by lowering the other classes; read
+            from the graph, the user's model is not modified) or "probabilities".
         steps: number of ascent steps.
         learning_rate: step size; with ``normalize_gradient`` the RMS change per pixel and step,
             in input units.
@@ -257,9 +249,6 @@ def activation_maximization(
             normalised valid pixels); None = no clipping.
         normalize_gradient: divide each image's gradient by its RMS (steady steps whatever the
             score's scale); False = the paper's plain gradient ascent.
-        use_logits: maximise the score before a final softmax/sigmoid when the graph shows one
-            (Simonyan et al. maximise the unnormalised score: the probability can also be raised
-            by lowering the other classes). The user's model is not modified.
         initial: starting image(s), (H, W, C) or (B, H, W, C); None = seeded noise around the
             middle of ``value_range`` (0 without a range) with 0.1 of its half-width.
         image_shape: (H, W, C), needed only if the model's input size is not fixed.
@@ -275,12 +264,13 @@ def activation_maximization(
         ValueError: class id out of range, unknown output, bad steps, weights or ranges.
 
     Example:
-        >>> result = activation_maximization(model, [3, 5], output_index="exit2_logits",
+        >>> result = activation_maximization(model, [3, 5], outputs="exit2_logits",
         ...                                  steps=300, value_range=(-2.0, 2.0))
         >>> result.images.shape, result.final_scores
     """
-    steps = _check_positive_int(steps, "steps")
-    blur_every = _check_positive_int(blur_every, "blur_every", allow_none=True)
+    steps = check_positive_int(steps, "steps")
+    blur_every = check_positive_int(blur_every, "blur_every", allow_none=True)
+    check_score_on(score_on)
     learning_rate = _check_non_negative(learning_rate, "learning_rate")
     if learning_rate == 0:
         raise ValueError("`learning_rate` must be > 0. Received: learning_rate=0")
@@ -295,18 +285,11 @@ def activation_maximization(
     if callback is not None and not callable(callback):
         raise ValueError(f"`callback` must be callable. Received: callback={callback!r}")
 
-    index = _outputs.resolve_output_index(model, output_index)
-    names = _outputs.output_names(model)
-    shape = _image_shape(model, image_shape)
-    scorer = (
-        _outputs.logit_model(model, index)
-        if use_logits
-        else _outputs.single_output_model(model, index)
-    )
-    scorer_index = index if scorer is model else 0
-    scorer_names = _outputs.output_names(scorer)
-    output_shape = _probe_output_shape(scorer, scorer_index, scorer_names, shape)
-    if len(output_shape) != 1:
+    resolved = model_outputs(model)
+    index = resolved.position(outputs)
+    shape = _image_shape(resolved, image_shape)
+    output_shape = resolved.output_shape(index)[1:]
+    if len(output_shape) != 1 or output_shape[0] is None:
         raise ValueError(
             "The chosen output must be class scores (batch, classes). Received: output with "
             f"shape {output_shape} per image"
@@ -319,7 +302,7 @@ def activation_maximization(
     low, high = value_range if value_range is not None else (-math.inf, math.inf)
 
     def class_scores(x):
-        out = _outputs.select_output(scorer(x, training=False), scorer_index, scorer_names)
+        out = resolved.scores(tf.cast(x, resolved.input_dtype), index, score_on)
         return tf.gather(out, class_tensor, axis=1, batch_dims=1)
 
     @tf.function
@@ -363,23 +346,10 @@ def activation_maximization(
     return ActivationMaximizationResult(
         images=x.numpy().astype(np.float32),
         classes=class_ids.astype(np.int64),
-        output_index=index,
-        output_name=names[index] if names else None,
+        output_position=index,
+        output_name=resolved.output_names[index],
         score_history=np.stack([s.numpy() for s in score_history]),
         regularization_history=np.stack([p.numpy() for p in penalty_history]),
         initial_scores=initial_scores,
         final_scores=class_scores(x).numpy(),
     )
-
-
-def _probe_output_shape(scorer, index: int, names: list[str], shape) -> tuple:
-    """Per-image shape of the scored output, from the graph or from one zero image."""
-    outputs = getattr(scorer, "outputs", None)
-    if (
-        outputs is not None
-        and len(outputs) == 1
-        and all(d is not None for d in outputs[0].shape[1:])
-    ):
-        return tuple(outputs[0].shape[1:])
-    probe = scorer(np.zeros((1, *shape), np.float32), training=False)
-    return tuple(_outputs.select_output(probe, index, names).shape[1:])

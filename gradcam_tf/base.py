@@ -1,10 +1,12 @@
 """The machinery every explainer shares, and the base class of the CAM methods.
 
-`Explainer` owns the input checks, the flat replay of the model (`gradcam_tf.graph.FlatGraph`,
-built once per explainer), the choice of outputs and the targets. `BaseCAM` adds target layers
-(resolved and planned once per layer set, then cached), the gradient tape, ReLU, resize and
-normalisation; a CAM method overrides one hook, `channel_weights` (Grad-CAM-like methods) or
-`compute_map` (pixel-wise methods).
+`Explainer` owns the input checks (`gradcam_tf.checks`), the flat replay of the model and the
+choice of outputs and of what is scored on them (`gradcam_tf.outputs.ModelOutputs`, built once
+per explainer), and the targets. `BaseCAM` adds target layers (resolved and planned once per
+layer set, then cached), the gradient tape, ReLU, and the resize and normalisation of
+`gradcam_tf.postprocess`; a CAM method overrides one hook, `channel_weights` (Grad-CAM-like
+methods) or `compute_map` (pixel-wise methods). `BaseCAM.explain_with_probabilities` returns each
+explained output's probabilities with the maps, read from the same forward pass.
 
 Multi-output models, one forward and one backward pass. Summing the scores of all outputs and
 taking one gradient would mix exits: when a later exit reads an earlier exit's target layer (as
@@ -21,170 +23,43 @@ output's logits), that output falls back to its own `tape.gradient(s_k, A_k)` on
 tape: still one forward pass, one more backward pass. `BaseCAM.gradient_passes` reports the count.
 
 Compiled passes. Replayed eagerly, layer by layer in Python, the passes of a network of a few
-hundred layers cost several times the network's own compiled forward pass. So (unless
-``compiled=False``) the forward and backward passes are traced once into a `tf.function` per
-kind of call (outputs, target layers, and for each output whether its classes are given or
-predicted), with a free batch axis, and cached on the explainer: a loop of calls traces nothing
-more (`Explainer.trace_count`) and the model's variables are read live, so the graph follows
-training. Class ids are checked before the graph runs; callable targets stay eager (they may
-keep Python state); the hooks run eagerly on the graph's activations and gradients, so the
-compiled maps are those of the eager replay. Score-CAM's masked forward passes are compiled per
-output the same way. The 'zoom' resize (`zoom_maps`) is scipy's order-1 zoom computed batched
-with NumPy, bit for bit.
+hundred layers cost far more than the network's own compiled forward pass (see
+benchmarks/RESULTS.md, `gradcam_throughput.py`). So (unless ``compiled=False``) the forward and
+backward passes are traced once into a `tf.function` per kind of call (outputs, target layers,
+and for each output whether its classes are given or predicted), with a free batch axis, and
+cached on the explainer: a loop of calls traces nothing more (`Explainer.trace_count`) and the
+model's variables are read live, so the graph follows training. Class ids are checked before the
+graph runs; callable targets stay eager (they may keep Python state); the hooks run eagerly on
+the graph's activations and gradients, so the compiled maps are those of the eager replay.
+Score-CAM's masked forward passes are compiled per output the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcam_tf.graph import FlatGraph, Tap
+from gradcam_tf.checks import check_images
+from gradcam_tf.graph import Tap
 from gradcam_tf.layers import auto_target, check_target_tensor, resolve_layer
+from gradcam_tf.outputs import ModelOutputs, check_score_on
+from gradcam_tf.postprocess import check_resize, finish_maps
 from gradcam_tf.targets import (
+    Scorer,
     Target,
-    check_score_on,
     class_ids,
     group_scores,
-    make_scorer,
     predicted_classes,
     resolve_target,
     split_targets,
 )
 
-__all__ = ["BaseCAM", "CamContext", "Explainer", "normalize_maps", "resize_maps"]
-
-EPSILON = 1e-7
-RESIZE_MODES = ("zoom", "bilinear", None)
-
-
-# ------------------------------------------------------------------------------------------
-# Map post-processing
-# ------------------------------------------------------------------------------------------
-
-
-def normalize_maps(maps) -> np.ndarray:
-    """Per-sample min-max scaling to [0, 1]: ``(m - min) / (max - min + 1e-7)``.
-
-    The epsilon is tf-keras-vis's (``keras.backend.epsilon()``); a constant or all-zero map comes
-    back as zeros, never NaN.
-
-    Args:
-        maps: array (batch, ...).
-
-    Returns:
-        float32 array of the same shape.
-    """
-    maps = np.asarray(maps, np.float32)
-    axes = tuple(range(1, maps.ndim))
-    low = maps.min(axis=axes, keepdims=True)
-    high = maps.max(axis=axes, keepdims=True)
-    return ((maps - low) / (high - low + np.float32(EPSILON))).astype(np.float32)
-
-
-def resize_maps(maps, size: tuple[int, int], mode: str | None = "zoom") -> np.ndarray:
-    """Resizes maps (batch, h, w) to (batch, *size).
-
-    Args:
-        maps: array (batch, h, w).
-        size: (height, width) wanted.
-        mode: "zoom": ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)``, linear interpolation
-            with the corners of the map on the corners of the image, exactly as tf-keras-vis
-            (the default, for parity; computed batched by `zoom_maps`, bit for bit);
-            "bilinear": ``tf.image.resize(..., "bilinear")``, half-pixel centres, as most image
-            libraries; None: no resize (feature-map resolution).
-
-    Returns:
-        float32 array.
-    """
-    maps = np.asarray(maps, np.float32)
-    if mode is None or tuple(maps.shape[1:3]) == tuple(size):
-        return maps
-    if mode == "zoom":
-        return zoom_maps(maps, size)
-    if mode == "bilinear":
-        resized = tf.image.resize(maps[..., None], size, method="bilinear")
-        return resized.numpy()[..., 0].astype(np.float32)
-    raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={mode!r}")
-
-
-# Output samples per chunk of `zoom_maps`: bounds its float64 temporaries to a few MB.
-_ZOOM_CHUNK = 1 << 18
-
-
-@functools.lru_cache(maxsize=128)
-def _zoom_axis(size_in: int, size_out: int, mode: str) -> tuple[np.ndarray, ...]:
-    """Along one axis of ``scipy.ndimage.zoom(order=1, grid_mode=False)``: for each output
-    sample, its two input neighbours and their weights, as scipy's C code computes them.
-
-    The output sample o sits at ``c = o * ((n - 1) / (N - 1))`` in the input; with
-    ``t = c - floor(c)`` the weights are ``w0 = 1 - t`` and ``w1 = 1 - w0`` (scipy's, not
-    ``t``: they differ in the last bit). A neighbour beyond the edge is the edge sample in
-    "nearest" mode; in "constant" mode a sample whose c lies beyond the last input sample (a
-    rounding artefact of the last one) is 0 (cval), and a neighbour beyond the edge only ever
-    gets weight 0.
-    """
-    step = (size_in - 1) / (size_out - 1) if size_out > 1 else 1.0
-    coordinate = np.arange(size_out, dtype=np.float64) * step
-    start = np.floor(coordinate)
-    w0 = 1.0 - (coordinate - start)
-    w1 = 1.0 - w0
-    if mode == "constant":
-        outside = coordinate > size_in - 1
-        w0, w1 = np.where(outside, 0.0, w0), np.where(outside, 0.0, w1)
-    elif mode != "nearest":
-        raise ValueError(f"mode must be 'constant' or 'nearest'. Received: mode={mode!r}")
-    first = np.clip(start.astype(np.intp), 0, size_in - 1)
-    second = np.clip(first + 1, 0, size_in - 1)
-    arrays = (first, second, w0, w1)
-    for array in arrays:
-        array.setflags(write=False)
-    return arrays
-
-
-def zoom_maps(maps, size: tuple[int, int], mode: str = "constant") -> np.ndarray:
-    """``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1, mode=mode)``, bit for bit, batched.
-
-    Order-1 zoom is separable: each output pixel mixes 2 x 2 input pixels with per-row and
-    per-column weights (see `_zoom_axis`). scipy loops over output pixels in C with generic
-    spline code; here the same float64 products ``(value * w_row) * w_col`` are summed over the
-    four neighbours in scipy's order (row-major) with whole-array NumPy operations, and rounded
-    to float32 once, as scipy does, so the result is identical, not merely close.
-
-    Args:
-        maps: array (batch, h, w).
-        size: (H, W) wanted; as in scipy, the output has ``round(h * (H / h))`` rows (= H).
-        mode: "constant" (scipy's default, used for maps) or "nearest" (Score-CAM's masks).
-
-    Returns:
-        float32 array (batch, H, W).
-    """
-    maps = np.asarray(maps, np.float32)
-    batch, height, width = maps.shape
-    out_h = int(round(height * (size[0] / height)))
-    out_w = int(round(width * (size[1] / width)))
-    rows, cols = _zoom_axis(height, out_h, mode), _zoom_axis(width, out_w, mode)
-    result = np.empty((batch, out_h, out_w), np.float32)
-    chunk = max(1, _ZOOM_CHUNK // (out_h * out_w))
-    for start in range(0, batch, chunk):
-        values = maps[start : start + chunk].astype(np.float64)
-        total = None
-        for row_index, row_weight in ((rows[0], rows[2]), (rows[1], rows[3])):
-            weighted = values[:, row_index, :] * row_weight[:, None]
-            for col_index, col_weight in ((cols[0], cols[2]), (cols[1], cols[3])):
-                term = weighted[:, :, col_index] * col_weight
-                if total is None:
-                    total = term
-                else:
-                    total += term
-        result[start : start + chunk] = total
-    return result
-
+__all__ = ["BaseCAM", "CamContext", "Explainer"]
 
 # ------------------------------------------------------------------------------------------
 # Explainer: what every method needs
@@ -210,30 +85,13 @@ class Explainer:
     """
 
     def __init__(self, model: keras.Model, *, score_on: str = "logits", compiled: bool = True):
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
-            )
-        self.model = model
         self.score_on = check_score_on(score_on)
-        self._graph = FlatGraph(model)
-        if len(self._graph.inputs) != 1:
-            raise ValueError(
-                f"gradcam_tf explains models with one image input; this model has "
-                f"{len(self._graph.inputs)} inputs."
-            )
-        info = self._graph.tensors[self._graph.inputs[0]]
-        if len(info.shape) != 4:
-            raise ValueError(
-                f"gradcam_tf explains image models with a 4-D input (batch, height, width, "
-                f"channels). Received: a model input of shape {info.shape}"
-            )
-        self._input_shape, self._input_dtype = info.shape, info.dtype
-        self._scorers: dict[int, object] = {}
+        # The explainer's own graph and traced functions (not the cache of
+        # `gradcam_tf.outputs.model_outputs`), so that `trace_count` counts its own traces.
+        self._outputs = ModelOutputs(model)
+        self._graph = self._outputs.graph
+        self.model = model
         self.compiled = bool(compiled)
-        # Traced graphs, by what they compute. Every one has an input signature with a free
-        # batch axis, so it is traced once, whatever the batch sizes: calls in a loop reuse it.
-        self._functions: dict[tuple, Callable] = {}
 
     @property
     def trace_count(self) -> int:
@@ -242,108 +100,34 @@ class Explainer:
         One trace per distinct kind of call (outputs, layers, and whether each output's classes
         are given or predicted); repeated calls, any batch size, add none.
         """
-        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
-
-    def _image_spec(self) -> tf.TensorSpec:
-        """The input signature of the model's images, with a free batch axis."""
-        return tf.TensorSpec((None, *self._input_shape[1:]), self._input_dtype)
-
-    def _function(self, key: tuple, build: Callable, signature: Sequence[tf.TensorSpec]):
-        """The cached `tf.function` of `key`, made by ``tf.function(build(), ...)`` once."""
-        if key not in self._functions:
-            # No AutoGraph: the replay has no data-dependent Python control flow to convert.
-            # The partial: TensorFlow warns about "frequent retracing" per code object, which
-            # every closure made by `build` shares; each of these graphs is traced only once.
-            self._functions[key] = tf.function(
-                functools.partial(build()), input_signature=list(signature), autograph=False
-            )
-        return self._functions[key]
+        return self._outputs.trace_count
 
     @property
     def output_names(self) -> list[str]:
         """The model's output names, in output order."""
-        return list(self._graph.output_names)
+        return self._outputs.output_names
 
-    # -- inputs -------------------------------------------------------------------------------
+    def output_positions(self, outputs=None) -> list[int]:
+        """The positions of the outputs `outputs` chooses: None (all), an index, a name or a
+        list of them (see `gradcam_tf.outputs`)."""
+        return self._outputs.positions(outputs)
+
+    # -- inputs and scores --------------------------------------------------------------------
 
     def _images(self, images) -> tf.Tensor:
         """Checks a batch of images against the model input; returns it as a tensor."""
-        if isinstance(images, tf.Tensor):
-            dtype, floating, shape = images.dtype.name, images.dtype.is_floating, images.shape
-        else:
-            images = np.asarray(images)
-            dtype, floating, shape = str(images.dtype), images.dtype.kind == "f", images.shape
-        shape = tuple(shape)
-        expected = "(batch, " + ", ".join(str(d) for d in self._input_shape[1:]) + ")"
-        if "float" in self._input_dtype and not floating:
-            raise ValueError(
-                f"`images` must be floating point, already preprocessed as the model expects; "
-                f"received dtype {dtype}. Convert with `images.astype('float32')`."
-            )
-        if len(shape) != 4:
-            hint = " For one image, pass `image[None]`." if len(shape) == 3 else ""
-            raise ValueError(
-                f"`images` must be a 4-D batch of shape {expected}; received shape {shape}.{hint}"
-            )
-        if shape[0] == 0:
-            raise ValueError(f"`images` is an empty batch; received shape {shape}.")
-        for axis, (got, want) in enumerate(zip(shape[1:], self._input_shape[1:]), start=1):
-            if want is not None and got != want:
-                raise ValueError(
-                    f"`images` must have shape {expected} to match the model input; received "
-                    f"shape {shape} (axis {axis} is {got}, expected {want})."
-                )
-        images = tf.cast(images, self._input_dtype)
-        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
-            raise ValueError("`images` contains NaN or infinite values.")
-        return images
+        return check_images(images, self._outputs.input_shape, self._outputs.input_dtype)
 
-    def _positions(self, outputs) -> list[int]:
-        """Output positions from None (all), an index, a name or a list of them."""
-        names, count = self._graph.output_names, len(self._graph.outputs)
-        if outputs is None:
-            return list(range(count))
-        single = not isinstance(outputs, list | tuple)
-        items = [outputs] if single else list(outputs)
-        positions = []
-        for item in items:
-            if isinstance(item, str) and item in names:
-                positions.append(names.index(item))
-            elif isinstance(item, int | np.integer) and not isinstance(item, bool):
-                if not -count <= item < count:
-                    raise ValueError(
-                        f"Output index out of range for a model with {count} outputs. "
-                        f"Received: outputs={outputs!r}"
-                    )
-                positions.append(int(item) % count)
-            else:
-                raise ValueError(
-                    f"`outputs` must be None, an output index or name ({names}), or a list of "
-                    f"them. Received: outputs={outputs!r}"
-                )
-        if len(set(positions)) != len(positions) or not positions:
-            raise ValueError(f"`outputs` must list distinct outputs. Received: outputs={outputs!r}")
-        return positions
-
-    def _scorer(self, position: int):
-        if position not in self._scorers:
-            self._scorers[position] = make_scorer(self._graph, position, self.score_on)
-        return self._scorers[position]
+    def _scorer(self, position: int) -> Scorer:
+        return self._outputs.scorer(position, self.score_on)
 
     def _scored(self, position: int, images) -> tf.Tensor:
         """The scored tensor (logits or probabilities) of output `position` for `images`; only
         the layers that output needs are run."""
-        scorer = self._scorer(position)
-        images = tf.convert_to_tensor(images, self._input_dtype)
-
-        def scored(x):
-            values, _ = self._graph.run([x], [scorer.tensor])
-            return scorer.transform(values[scorer.tensor])
-
+        images = tf.convert_to_tensor(images, self._outputs.input_dtype)
         if not self.compiled:
-            return scored(images)
-        function = self._function(("scored", position), lambda: scored, [self._image_spec()])
-        return function(images)
+            return self._outputs.scores(images, position, self.score_on)
+        return self._outputs.compiled_scores(position, self.score_on)(images)
 
     def _score_groups(self, position: int, target: Target, images, batch: int) -> tf.Tensor:
         """Target scores (groups, batch) of perturbed copies of the batch, group-major."""
@@ -371,6 +155,8 @@ class CamContext:
         score: ``score(images) -> (groups, batch)``: target scores of perturbed copies of the
             batch stacked group-major ((groups * batch, height, width, channels)), used by
             Score-CAM.
+        probabilities: the output's probabilities (batch, ..., classes) from the same forward
+            pass (see `BaseCAM.explain_with_probabilities`).
     """
 
     activations: tf.Tensor
@@ -381,6 +167,7 @@ class CamContext:
     layer: str
     output: str
     score: Callable[[tf.Tensor], tf.Tensor]
+    probabilities: tf.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,9 +240,11 @@ class BaseCAM(Explainer):
             layers: "auto" (the last spatial layer before each output), a layer name (also
                 inside nested models: "backbone/conv2" or "conv2") or keras Layer used for
                 every output, or a list with one name/Layer/"auto" per explained output.
-            outputs: which outputs to explain: None (all), an index, a name, or a list.
+            outputs: which outputs to explain: None (all), an index, a name, or a list (see
+                `gradcam_tf.outputs`).
             resize: "zoom" (tf-keras-vis' corner-aligned linear zoom, the default), "bilinear"
-                (``tf.image.resize``) or None (feature-map resolution); see `resize_maps`.
+                (``tf.image.resize``) or None (feature-map resolution); see
+                `gradcam_tf.postprocess.resize_maps`.
             normalize: scale each map to [0, 1] (per-sample min-max, epsilon 1e-7).
 
         Returns:
@@ -467,20 +256,59 @@ class BaseCAM(Explainer):
                 or out of range, an unknown layer (with suggestions), a non-spatial layer, a
                 layer that does not feed its output, or an output without a spatial layer.
         """
+        return self._explain(images, targets, layers, outputs, resize, normalize)[0]
+
+    def explain_with_probabilities(
+        self,
+        images,
+        targets=None,
+        layers="auto",
+        outputs=None,
+        resize: str | None = "zoom",
+        normalize: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Class activation maps and each explained output's probabilities, from one pass.
+
+        The probabilities are read from the forward pass that gives the maps (no second pass):
+        the output itself when it ends with a softmax or sigmoid, else the softmax of its logits
+        (``score_on="probabilities"`` in `gradcam_tf.outputs`), whatever this explainer's own
+        `score_on`. Compiled explainers trace this pass once per kind of call, and `explain`
+        with the same arguments reuses the same graph.
+
+        Args:
+            images, targets, layers, outputs, resize, normalize: as `explain`.
+
+        Returns:
+            (maps, probabilities): per explained output, the maps of `explain` and a float32
+            array (batch, ..., classes) of probabilities.
+
+        Raises:
+            ValueError: as `explain`.
+
+        Example:
+            >>> maps, probs = gradcam_tf.GradCAM(model).explain_with_probabilities(x, labels)
+            >>> top3 = np.argsort(-probs[0], axis=-1)[:, :3]  # first output's top-3 classes
+        """
+        maps, contexts = self._explain(images, targets, layers, outputs, resize, normalize)
+        return maps, [np.asarray(ctx.probabilities, np.float32) for ctx in contexts]
+
+    def _explain(self, images, targets, layers, outputs, resize, normalize) -> tuple[list, list]:
+        """The maps and the `CamContext` of each explained output."""
         x = self._images(images)
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={resize!r}")
-        plan = self._plan(self._positions(outputs), layers)
+        check_resize(resize)
+        plan = self._plan(self.output_positions(outputs), layers)
         specs = split_targets(targets, len(plan.positions))
         contexts = self._compiled_forward(x, plan, specs)
         if contexts is None:
             contexts = self._forward(x, plan, specs)
-        maps = []
-        for ctx in contexts:
-            cam = tf.nn.relu(tf.cast(self.compute_map(ctx), tf.float32)).numpy()
-            cam = resize_maps(cam, tuple(x.shape[1:3]), resize)
-            maps.append(normalize_maps(cam) if normalize else cam.astype(np.float32))
-        return maps
+        size = tuple(x.shape[1:3])
+        maps = [
+            finish_maps(
+                tf.nn.relu(tf.cast(self.compute_map(ctx), tf.float32)), size, resize, normalize
+            )
+            for ctx in contexts
+        ]
+        return maps, contexts
 
     def gradient_passes(self, layers="auto", outputs=None) -> int:
         """How many backward passes `explain` makes for these layers and outputs.
@@ -491,7 +319,7 @@ class BaseCAM(Explainer):
         """
         if not self.needs_gradients:
             return 0
-        plan = self._plan(self._positions(outputs), layers)
+        plan = self._plan(self.output_positions(outputs), layers)
         return int(bool(plan.taps)) + len(plan.separate)
 
     # -- hooks --------------------------------------------------------------------------------
@@ -591,27 +419,30 @@ class BaseCAM(Explainer):
                 ids = iter(ids)
                 specs = [None if p else next(ids) for p in predicted]
                 results = self._passes(images, plan, specs, _graph_target)
-                return [(a, g, s, t.class_ids) for a, g, s, t in results]
+                return [(a, g, s, t.class_ids, p) for a, g, s, t, p in results]
 
             return one_pass
 
-        signature = [self._image_spec()] + [tf.TensorSpec((None,), tf.int64)] * (
+        signature = [self._outputs.image_spec()] + [tf.TensorSpec((None,), tf.int64)] * (
             len(predicted) - sum(predicted)
         )
-        function = self._function(("cam", plan.positions, plan.layers, predicted), build, signature)
+        key = ("cam", plan.positions, plan.layers, predicted)
+        function = self._outputs.function(key, build, signature)
         results = function(x, *[tf.constant(ids) for ids in given if ids is not None])
         return [
-            self._context(x, plan, index, acts, grads, scores, Target(ids.numpy()))
-            for index, (acts, grads, scores, ids) in enumerate(results)
+            self._context(x, plan, index, acts, grads, scores, Target(ids.numpy()), probs)
+            for index, (acts, grads, scores, ids, probs) in enumerate(results)
         ]
 
     def _passes(self, x: tf.Tensor, plan: _Plan, specs: list, resolve) -> list[tuple]:
-        """(activations, gradients or None, scores, target) per explained output, from one
-        forward pass and the backward passes of `plan`; `resolve(spec, scored, name)` turns a
-        target spec into a `Target`."""
+        """(activations, gradients or None, scores, target, probabilities) per explained
+        output, from one forward pass and the backward passes of `plan`;
+        `resolve(spec, scored, name)` turns a target spec into a `Target`."""
         graph = self._graph
         scorers = [self._scorer(k) for k in plan.positions]
-        fetch = list(dict.fromkeys([*plan.layers, *(s.tensor for s in scorers)]))
+        readers = [self._outputs.scorer(k, "probabilities") for k in plan.positions]
+        fetch = [*plan.layers, *(s.tensor for s in scorers), *(r.tensor for r in readers)]
+        fetch = list(dict.fromkeys(fetch))
         gradients_on = self.needs_gradients
         tape_context = (
             tf.GradientTape(persistent=bool(plan.separate), watch_accessed_variables=False)
@@ -648,12 +479,13 @@ class BaseCAM(Explainer):
                 gradients[i] = tf.zeros_like(activation) if grad is None else grad
                 gradients[i] = tf.cast(gradients[i], tf.float32)
             del tape
+        probabilities = [r.transform(values[r.tensor]) for r in readers]
         return [
-            (tf.cast(values[layer], tf.float32), gradients[i], scores[i], targets[i])
-            for i, layer in enumerate(plan.layers)
+            (tf.cast(values[layer], tf.float32), gradients[i], scores[i], targets[i], probs)
+            for i, (layer, probs) in enumerate(zip(plan.layers, probabilities))
         ]
 
-    def _context(self, x, plan: _Plan, index: int, activations, gradients, scores, target):
+    def _context(self, x, plan: _Plan, index, activations, gradients, scores, target, probs):
         position, batch = plan.positions[index], x.shape[0]
         return CamContext(
             activations=activations,
@@ -664,6 +496,7 @@ class BaseCAM(Explainer):
             layer=self._graph.tensor_name(plan.layers[index]),
             output=self._scorer(position).name,
             score=lambda images: self._score_groups(position, target, images, batch),
+            probabilities=probs,
         )
 
 

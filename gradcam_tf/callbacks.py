@@ -8,11 +8,10 @@ written as PNG files and logged to TensorBoard while training runs; when trainin
 frames of each image become one animated GIF.
 
 Cost: the maps and the probabilities of all chosen outputs come from one forward and one
-backward pass of `gradcam_tf.GradCAM` (the probabilities are read from the same forward pass,
-through the target callables), traced once into a graph (`CompiledCAM`); the frames are drawn
-with numpy and Pillow (no matplotlib), a few milliseconds each, and TensorBoard gets one image
-summary per epoch. The callback times itself against the epochs: see
-`GradCAMCallback.overhead` and ``timing.json``.
+backward pass (`gradcam_tf.GradCAM.explain_with_probabilities`), traced once into a graph and
+reused every epoch; the frames are drawn with numpy and Pillow (no matplotlib), and TensorBoard
+gets one image summary per epoch. The callback times itself against the epochs: see
+`GradCAMCallback.overhead` and ``timing.json`` (figures in benchmarks/RESULTS.md).
 
 Example:
     >>> callback = GradCAMCallback(x_test[:4], y_test[:4], class_names, out_dir="runs/x/gradcam",
@@ -40,11 +39,11 @@ import numpy as np
 import tensorflow as tf
 
 from gradcam_tf import _draw
-from gradcam_tf.base import normalize_maps, resize_maps
+from gradcam_tf.checks import check_images, check_positive_int
 from gradcam_tf.image import denormalize, overlay, to_float
 from gradcam_tf.methods import GradCAM
 
-__all__ = ["CompiledCAM", "GradCAMCallback", "explain_with_probabilities", "frames_to_gif"]
+__all__ = ["GradCAMCallback", "frames_to_gif"]
 
 TARGETS = ("label", "predicted")
 _FRAME_PATTERN = re.compile(r"_epoch(\d+)\.png$")
@@ -92,117 +91,11 @@ def frames_to_gif(
     return gif_path
 
 
-def explain_with_probabilities(
-    explainer, images, classes=None, layers="auto", outputs=None, resize="zoom"
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Class activation maps and softmax probabilities of several outputs from one pass.
-
-    The probabilities come from the logits of the explainer's own forward pass (read through
-    the target callables), so no second forward pass is needed.
-
-    Args:
-        explainer: a `gradcam_tf.BaseCAM` (e.g. `GradCAM(model)`) scoring logits.
-        images: (N, H, W, C) model inputs.
-        classes: None (explain each output's top-1 class) or (N,) class ids (the same for every
-            output, e.g. the true labels).
-        layers: as `BaseCAM.explain`.
-        outputs: as `BaseCAM.explain`.
-        resize: as `BaseCAM.explain`.
-
-    Returns:
-        (maps, probs): per chosen output, (N, H, W) maps in [0, 1] and (N, classes)
-        probabilities.
-    """
-    count = len(explainer._positions(outputs))
-    logits: dict[int, tf.Tensor] = {}
-    ids = None if classes is None else tf.constant(np.asarray(classes, np.int64).reshape(-1))
-
-    def scorer(k: int):
-        def score(output):
-            logits[k] = output
-            if ids is None:
-                return tf.reduce_max(output, axis=-1)  # the top-1 class's logit
-            return tf.gather(output, ids, axis=1, batch_dims=1)
-
-        return score
-
-    maps = explainer.explain(
-        images,
-        targets=[scorer(k) for k in range(count)],
-        layers=layers,
-        outputs=outputs,
-        resize=resize,
-    )
-    probs = [tf.nn.softmax(tf.cast(logits[k], tf.float32)).numpy() for k in range(count)]
-    return maps, probs
-
-
-class CompiledCAM:
-    """One Grad-CAM pass of fixed outputs and layers, traced once into a TensorFlow graph.
-
-    The eager pass of `GradCAM.explain` replays the model layer by layer in Python, which on a
-    network of a few hundred layers costs a few tenths of a second however small the batch;
-    traced once (without AutoGraph: the replay has no data-dependent Python control flow), a
-    pass costs milliseconds. The trace replays the model's own layers, so the compiled pass
-    follows the weights as they train. It gives the same maps as `explain_with_probabilities`.
-
-    Args:
-        explainer: a `GradCAM` (or another gradient CAM method) of the model.
-        classes: None (each output's top-1 class) or (N,) class ids explained at every output.
-        layers: target layers, as `BaseCAM.explain`.
-        outputs: the outputs, as `BaseCAM.explain`.
-
-    Example:
-        >>> one_pass = CompiledCAM(GradCAM(model), classes=labels)
-        >>> maps, probs = one_pass(images)  # first call traces, later calls are fast
-    """
-
-    def __init__(self, explainer, classes=None, layers="auto", outputs=None):
-        self.explainer = explainer
-        self.classes = None if classes is None else np.asarray(classes, np.int64).reshape(-1)
-        # The plan (target tensors and how their gradients are tapped) is gradcam_tf's own,
-        # shared with `explain`, so both give the same maps.
-        self._plan = explainer._plan(explainer._positions(outputs), layers)
-        self._function = tf.function(self._maps_and_logits, autograph=False)
-
-    def _maps_and_logits(self, images):
-        count = len(self._plan.positions)
-        logits: dict[int, tf.Tensor] = {}
-        ids = None if self.classes is None else tf.constant(self.classes)
-
-        def scorer(k: int):
-            def score(output):
-                logits[k] = output
-                if ids is None:
-                    return tf.reduce_max(output, axis=-1)
-                return tf.gather(output, ids, axis=1, batch_dims=1)
-
-            return score
-
-        contexts = self.explainer._forward(images, self._plan, [scorer(k) for k in range(count)])
-        maps = [tf.nn.relu(tf.cast(self.explainer.compute_map(c), tf.float32)) for c in contexts]
-        probs = [tf.nn.softmax(tf.cast(logits[k], tf.float32)) for k in range(count)]
-        return maps, probs
-
-    def __call__(self, images) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(maps, probs): per output, (N, H, W) maps in [0, 1] and (N, classes) probabilities."""
-        x = self.explainer._images(images)
-        if self.classes is not None and len(self.classes) != x.shape[0]:
-            raise ValueError(
-                f"`classes` holds {len(self.classes)} ids for {x.shape[0]} images. Received: "
-                f"images of shape {tuple(x.shape)}"
-            )
-        maps, probs = self._function(x)
-        size = tuple(x.shape[1:3])
-        maps = [normalize_maps(resize_maps(m.numpy(), size)) for m in maps]
-        return maps, [p.numpy() for p in probs]
-
-
 def _shared_palette(frames: list, colors: int = 192) -> list:
     """The frames quantised to one palette taken from the first, middle and last frames.
 
     One palette keeps a colour the same from frame to frame (no flicker) and, without
-    dithering, the GIF about a fifth smaller than with a palette per frame.
+    dithering, the GIF smaller than with a palette per frame.
     """
     from PIL import Image
 
@@ -213,12 +106,6 @@ def _shared_palette(frames: list, colors: int = 192) -> list:
         sheet.paste(frame.resize((width, height)), (0, i * height))
     palette = sheet.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
     return [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
 
 
 class GradCAMCallback(keras.callbacks.Callback):
@@ -245,7 +132,8 @@ class GradCAMCallback(keras.callbacks.Callback):
         class_names: one name per class id.
         layers: target layers, as `gradcam_tf.GradCAM.explain`: "auto" (the last spatial layer
             before each output), a name, or one name per chosen output.
-        outputs: which outputs to explain: None (all), an index, a name or a list.
+        outputs: which outputs to explain: None (all), an index, a name or a list (see
+            `gradcam_tf.outputs`).
         every_n_epochs: explain after every this many epochs.
         out_dir: output folder.
         mean: per-channel mean of the input normalisation ``x = (pixel - mean) / std`` (pixels
@@ -265,9 +153,8 @@ class GradCAMCallback(keras.callbacks.Callback):
             zero-padded to 5 digits, e.g. the images' indices in the test set).
         cell_px: side of each overlay in the frames, in pixels.
         frame_ms: display time of each GIF frame, in milliseconds.
-        compiled: trace the Grad-CAM pass once into a graph (`CompiledCAM`; about a second or
-            two once, then milliseconds per epoch) instead of the eager `GradCAM.explain`
-            (a few tenths of a second per epoch on MSD-Net).
+        compiled: trace the Grad-CAM pass once into a graph, reused every epoch (the default),
+            or replay the model eagerly every epoch (``GradCAM(model, compiled=False)``).
         verbose: print the callback's share of the training time when training ends.
 
     Attributes:
@@ -299,12 +186,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         verbose: bool = True,
     ):
         super().__init__()
-        self.images = np.asarray(images, np.float32)
-        if self.images.ndim != 4 or self.images.shape[0] == 0:
-            raise ValueError(
-                f"`images` must be a non-empty batch (N, H, W, C). Received: shape "
-                f"{np.shape(images)}"
-            )
+        self.images = check_images(images).numpy()
         self.labels = np.asarray(labels).astype(np.int64).reshape(-1)
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(
@@ -335,14 +217,13 @@ class GradCAMCallback(keras.callbacks.Callback):
                 f"Give at most one of mean/std, display_fn and display_images. Received: {given}"
             )
         self.layers, self.outputs, self.target = layers, outputs, target
-        self.every_n_epochs = _check_positive_int(every_n_epochs, "every_n_epochs")
-        self.cell_px = _check_positive_int(cell_px, "cell_px")
-        self.frame_ms = _check_positive_int(frame_ms, "frame_ms")
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
+        self.cell_px = check_positive_int(cell_px, "cell_px")
+        self.frame_ms = check_positive_int(frame_ms, "frame_ms")
         self.out_dir = os.fspath(out_dir)
         self.tensorboard_dir = tensorboard_dir
         self.verbose = bool(verbose)
         self.compiled = bool(compiled)
-        self._one_pass = None
         self.display = self._display_images(mean, std, display_fn, display_images)
         ids = list(range(len(self.labels))) if image_ids is None else list(image_ids)
         if len(ids) != len(self.labels) or len({str(i) for i in ids}) != len(ids):
@@ -396,8 +277,8 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # The explainer replays the model's own layers, so it follows the weights as they train.
-        self._explainer = GradCAM(self.model)
-        positions = self._explainer._positions(self.outputs)
+        self._explainer = GradCAM(self.model, compiled=self.compiled)
+        positions = self._explainer.output_positions(self.outputs)
         names = [self._explainer.output_names[k] for k in positions]
         self.output_names = names
         self.output_labels = self._labels_for(names)
@@ -419,15 +300,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             probabilities per chosen output.
         """
         if self._explainer is None:
-            self._explainer = GradCAM(self.model)
+            self._explainer = GradCAM(self.model, compiled=self.compiled)
         classes = self.labels if self.target == "label" else None
-        if not self.compiled:
-            return explain_with_probabilities(
-                self._explainer, self.images, classes, self.layers, self.outputs
-            )
-        if self._one_pass is None:
-            self._one_pass = CompiledCAM(self._explainer, classes, self.layers, self.outputs)
-        return self._one_pass(self.images)
+        return self._explainer.explain_with_probabilities(
+            self.images, targets=classes, layers=self.layers, outputs=self.outputs
+        )
 
     def render_frame(self, index: int, epoch: int, maps, probs) -> np.ndarray:
         """The frame of image `index` at `epoch` (1-based), as RGB uint8.

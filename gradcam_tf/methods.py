@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcam_tf.base import EPSILON, BaseCAM, CamContext, zoom_maps
+from gradcam_tf.base import BaseCAM, CamContext
+from gradcam_tf.checks import check_positive_int
+from gradcam_tf.postprocess import EPSILON, zoom_maps
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM"]
 
@@ -227,13 +229,8 @@ class ScoreCAM(BaseCAM):
         compiled: bool = True,
     ):
         super().__init__(model, score_on=score_on, compiled=compiled)
-        for name, value in (("max_channels", max_channels), ("batch_size", batch_size)):
-            if value is None and name == "max_channels":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        self.max_channels = None if max_channels is None else int(max_channels)
-        self.batch_size = int(batch_size)
+        self.max_channels = check_positive_int(max_channels, "max_channels", allow_none=True)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
 
     def channel_weights(self, ctx: CamContext) -> tf.Tensor:
         acts = ctx.activations.numpy()

@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcam_tf.base import Explainer, normalize_maps
+from gradcam_tf.base import Explainer
+from gradcam_tf.checks import check_positive_int
+from gradcam_tf.postprocess import normalize_maps
 from gradcam_tf.targets import Target, group_scores, resolve_target, split_targets
 
 __all__ = ["Saliency", "SmoothGrad"]
@@ -58,7 +60,8 @@ class Saliency(Explainer):
             targets: per output, None (predicted class), an int, class ids (one per image),
                 one-hot labels or a callable ``score(output) -> (batch,)``; for several outputs a
                 list with one spec per output, or one spec for all (see `gradcam_tf.targets`).
-            outputs: which outputs to explain: None (all), an index, a name or a list.
+            outputs: which outputs to explain: None (all), an index, a name or a list (see
+                `gradcam_tf.outputs`).
             keep_channels: keep the colour axis (batch, height, width, channels) instead of its
                 maximum.
             normalize: scale each map to [0, 1] (per-sample min-max, epsilon 1e-7).
@@ -71,7 +74,7 @@ class Saliency(Explainer):
             ValueError: for images of the wrong rank, shape or dtype, or bad targets.
         """
         x = self._images(images)
-        positions = self._positions(outputs)
+        positions = self.output_positions(outputs)
         specs = split_targets(targets, len(positions))
         maps = []
         for grads in self.input_gradients(x, positions, specs):
@@ -148,13 +151,11 @@ class SmoothGrad(Saliency):
         score_on: str = "logits",
     ):
         super().__init__(model, score_on=score_on)
-        for name, value in (("samples", samples), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        self.samples = check_positive_int(samples, "samples")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         if not np.isfinite(noise) or noise < 0:
             raise ValueError(f"`noise` must be a finite number >= 0. Received: noise={noise!r}")
-        self.samples, self.noise, self.seed = int(samples), float(noise), seed
-        self.batch_size = int(batch_size)
+        self.noise, self.seed = float(noise), seed
 
     def input_gradients(self, x: tf.Tensor, positions: list[int], specs: list) -> list[tf.Tensor]:
         batch = x.shape[0]

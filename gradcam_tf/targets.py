@@ -29,7 +29,6 @@ from gradcam_tf.graph import FlatGraph
 __all__ = [
     "Scorer",
     "Target",
-    "check_score_on",
     "class_ids",
     "group_scores",
     "make_scorer",
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 _SQUASHERS = ("softmax", "sigmoid", "log_softmax")
-SCORE_ON = ("logits", "probabilities")
 
 
 # ------------------------------------------------------------------------------------------
@@ -159,12 +157,6 @@ def make_scorer(graph: FlatGraph, position: int, score_on: str) -> Scorer:
         return Scorer(name, output, _float32, num_classes, activation)
     squash = tf.nn.sigmoid if num_classes == 1 else tf.nn.softmax
     return Scorer(name, logits_tensor, lambda x: squash(logits_fn(x)), num_classes, activation)
-
-
-def check_score_on(score_on: str) -> str:
-    if score_on not in SCORE_ON:
-        raise ValueError(f"`score_on` must be one of {SCORE_ON}. Received: score_on={score_on!r}")
-    return score_on
 
 
 # ------------------------------------------------------------------------------------------

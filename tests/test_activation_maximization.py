@@ -86,10 +86,10 @@ def test_multi_output_by_name_and_index():
     model = keras.Model(inputs, [first, second])
     # No jitter: a Flatten + Dense model is not translation invariant.
     arguments = {"steps": 3, "jitter": 0}
-    by_name = activation_maximization(model, [3, 1], output_index="exit2_logits", **arguments)
-    by_index = activation_maximization(model, [3, 1], output_index=1, **arguments)
+    by_name = activation_maximization(model, [3, 1], outputs="exit2_logits", **arguments)
+    by_index = activation_maximization(model, [3, 1], outputs=1, **arguments)
     np.testing.assert_array_equal(by_name.images, by_index.images)
-    assert by_name.output_name == "exit2_logits" and by_name.output_index == 1
+    assert by_name.output_name == "exit2_logits" and by_name.output_position == 1
     assert np.all(by_name.final_scores > by_name.initial_scores)
 
 
@@ -136,8 +136,8 @@ def test_callback_and_progress_bar(conv_model, capsys):
         ({"classes": [0, 3]}, r"\[0, 3\)"),
         ({"classes": [-1]}, "classes="),
         ({"classes": []}, "non-empty"),
-        ({"output_index": "exit9"}, "'exit9'"),
-        ({"output_index": 4}, "output_index=4"),
+        ({"outputs": "exit9"}, "'exit9'"),
+        ({"outputs": 4}, "outputs=4"),
         ({"steps": 0}, "steps=0"),
         ({"steps": 2.5}, "steps=2.5"),
         ({"learning_rate": 0}, "learning_rate=0"),
@@ -160,5 +160,5 @@ def test_multi_output_model_needs_an_output_choice():
     inputs = keras.Input((SIZE, SIZE, 1))
     flat = keras.layers.Flatten()(inputs)
     model = keras.Model(inputs, [keras.layers.Dense(2)(flat), keras.layers.Dense(2)(flat)])
-    with pytest.raises(ValueError, match="output_index=None"):
+    with pytest.raises(ValueError, match="outputs=None"):
         activation_maximization(model, [0], steps=2)

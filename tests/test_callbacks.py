@@ -11,12 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from gradcam_tf import GradCAM
-from gradcam_tf.callbacks import (
-    CompiledCAM,
-    GradCAMCallback,
-    explain_with_probabilities,
-    frames_to_gif,
-)
+from gradcam_tf.callbacks import GradCAMCallback, frames_to_gif
 
 CLASS_NAMES = ["zero", "one", "two", "three"]
 
@@ -130,30 +125,31 @@ def test_a_resumed_run_keeps_the_earlier_frames(tmp_path):
     assert _gif_frames(resumed.gif_paths[1]) == 3
 
 
-def test_compiled_pass_equals_the_eager_explain(testing_model):
-    x = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype("float32")
-    labels = np.array([1, 5, 9])
-    for layers in ("auto", [f"exit{k}_features" for k in (1, 2, 3)]):
-        explainer = GradCAM(testing_model)
-        compiled = CompiledCAM(explainer, labels, layers)(x)
-        eager = explain_with_probabilities(explainer, x, labels, layers)
-        reference = explainer.explain(x, targets=labels, layers=layers)
-        for got, want, ref in zip(compiled[0], eager[0], reference):
-            np.testing.assert_allclose(got, want, atol=1e-5)
-            np.testing.assert_allclose(want, ref, atol=1e-6)
-        logits = testing_model(x, training=False)
-        for got, out in zip(compiled[1], logits):
-            np.testing.assert_allclose(got, tf.nn.softmax(out).numpy(), atol=1e-5)
-
-
-def test_predicted_target_explains_each_outputs_top_class(testing_model):
-    x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
-    explainer = GradCAM(testing_model)
-    maps, probs = explain_with_probabilities(explainer, x, None)
-    reference = explainer.explain(x, targets=None)
-    for got, want in zip(maps, reference):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+@pytest.mark.parametrize("target", ["label", "predicted"])
+def test_compute_is_explain_with_probabilities_of_the_chosen_outputs(tmp_path, compiled, target):
+    """The callback's one pass: the explainer's public method, labels or top-1 classes."""
+    model = gradcam_models.multi_exit_cnn()
+    layers = ["exit1_features", "exit3_features"]
+    callback = _callback(
+        tmp_path, outputs=[0, "exit3_logits"], layers=layers, target=target, compiled=compiled
+    )
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert callback.output_names == ["exit1_logits", "exit3_logits"]
+    assert callback.output_labels == ["B1", "B3"]
+    maps, probs = callback.compute()
+    classes = callback.labels if target == "label" else None
+    expected = GradCAM(model, compiled=False).explain(
+        callback.images, targets=classes, layers=layers, outputs=[0, 2]
+    )
+    logits = model.predict_on_batch(callback.images)
+    for got, want in zip(maps, expected):
         np.testing.assert_allclose(got, want, atol=1e-6)
-    assert all(p.shape == (2, 10) for p in probs)
+    for got, k in zip(probs, (0, 2)):
+        np.testing.assert_allclose(got, tf.nn.softmax(logits[k]).numpy(), atol=1e-6)
+    callback.compute()
+    assert callback._explainer.trace_count == (1 if compiled else 0)
 
 
 def test_frame_highlights_the_true_class_in_green(tmp_path):
@@ -196,7 +192,9 @@ def test_frames_to_gif_writes_every_frame(tmp_path):
         (dict(mean=0.5, std=0.2, display_fn=lambda x: x), r"at most one of"),
         (dict(target="logits"), r"`target` must be one of"),
         (dict(every_n_epochs=0), r"every_n_epochs=0"),
-        (dict(images=np.zeros((16, 16, 3), np.float32)), r"\(N, H, W, C\)"),
+        (dict(images=np.zeros((16, 16, 3), np.float32)), r"`images` must be a 4-D batch"),
+        (dict(images=np.zeros((0, 16, 16, 3), np.float32)), r"`images` must be a non-empty"),
+        (dict(cell_px=0), r"`cell_px` must be a positive int. Received: cell_px=0"),
         (dict(image_ids=[1, 1]), r"2 distinct names"),
     ],
 )

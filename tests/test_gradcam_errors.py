@@ -79,7 +79,7 @@ CASES = [
         "3-D image",
         "tiny",
         {"images": IMAGES[0]},
-        r"4-D batch .*received shape \(16, 16, 3\).*\[None\]",
+        r"4-D batch of shape \(batch, 16, 16, 3\).*\[None\].*images of shape \(16, 16, 3\)",
     ),
     ("wrong size", "tiny", {"images": IMAGES[:, :15]}, r"axis 1 is 15, expected 16"),
     ("wrong channels", "tiny", {"images": IMAGES[..., :1]}, r"axis 3 is 1, expected 3"),

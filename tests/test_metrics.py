@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gradcam_tf import metrics
+from gradcam_tf import metrics, sanity
+from gradcam_tf.outputs import model_outputs
 
 SIZE = 16
 
@@ -24,7 +25,7 @@ def _linear_model(weights: np.ndarray, bias: float, name: str = "linear") -> ker
 
 
 def _score_model(kernel: np.ndarray) -> keras.Model:
-    """Raw score = sum_p kernel_p x_p (one unit, linear): analytic scores with activation='none'."""
+    """Raw score = sum_p kernel_p x_p (one unit, linear): analytic scores with score_on='logits'."""
     inputs = keras.Input((*kernel.shape, 1))
     x = keras.layers.Flatten()(inputs)
     dense = keras.layers.Dense(1, use_bias=False, name="score")
@@ -104,9 +105,9 @@ def test_auc_of_a_linear_curve_is_one_half():
     images = np.ones((2, SIZE, SIZE, 1), np.float32)
     maps = np.random.default_rng(1).uniform(size=(2, SIZE, SIZE))
     for steps in (7, 16):  # 256 pixels: 7 steps do not divide them, 16 do
-        deletion = metrics.deletion_auc(model, images, maps, 0, steps=steps, activation="none")
+        deletion = metrics.deletion_auc(model, images, maps, 0, steps=steps, score_on="logits")
         insertion = metrics.insertion_auc(
-            model, images, maps, 0, steps=steps, baseline="zeros", activation="none"
+            model, images, maps, 0, steps=steps, baseline="zeros", score_on="logits"
         )
         expected = np.broadcast_to(1 - deletion.fractions, deletion.scores.shape)
         np.testing.assert_allclose(deletion.scores, expected, atol=1e-6)
@@ -131,7 +132,7 @@ def test_average_drop_and_increase_analytic():
     model = _score_model(kernel)
     images = np.ones((3, SIZE, SIZE, 1), np.float32)
     maps = np.stack([region.astype(float), np.full((SIZE, SIZE), 0.5), np.zeros((SIZE, SIZE))])
-    result = metrics.average_drop_increase(model, images, maps, 0, activation="none")
+    result = metrics.average_drop_increase(model, images, maps, 0, score_on="logits")
     # O = 1 (> Y: an increase, no drop), O = 0.25 (drop 50 %), O = 0 (drop 100 %).
     np.testing.assert_allclose(result.original_scores, 0.5, atol=1e-6)
     np.testing.assert_allclose(result.masked_scores, [1.0, 0.25, 0.0], atol=1e-6)
@@ -147,8 +148,8 @@ def test_multi_output_model_uses_the_chosen_output(linear_case):
     first = keras.layers.Dense(2, name="exit1_logits")(flat)
     second = keras.layers.Dense(2, name="exit2_logits")(flat)
     model = keras.Model(inputs, [first, second])
-    by_name = metrics.average_drop_increase(model, images, perfect, 1, output_index="exit2_logits")
-    by_index = metrics.average_drop_increase(model, images, perfect, 1, output_index=1)
+    by_name = metrics.average_drop_increase(model, images, perfect, 1, outputs="exit2_logits")
+    by_index = metrics.average_drop_increase(model, images, perfect, 1, outputs=1)
     single = keras.Model(inputs, second)
     expected = metrics.average_drop_increase(single, images, perfect, 1)
     np.testing.assert_allclose(by_name.masked_scores, expected.masked_scores, rtol=1e-6)
@@ -156,17 +157,19 @@ def test_multi_output_model_uses_the_chosen_output(linear_case):
     logits = single.predict_on_batch(images)
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(expected.original_scores, softmax[:, 1], rtol=1e-5)
-    with pytest.raises(ValueError, match="output_index=None"):
+    with pytest.raises(
+        ValueError, match=r"must choose one output of the model's 2 .*Received: outputs=None"
+    ):
         metrics.deletion_auc(model, images, perfect, 0)
 
 
 def test_rank_correlation_of_a_map_with_itself_and_constant_maps():
     maps = np.random.default_rng(2).uniform(size=(3, SIZE, SIZE))
-    np.testing.assert_allclose(metrics.rank_correlation(maps, maps), 1.0)
-    np.testing.assert_allclose(metrics.rank_correlation(maps, -maps), -1.0)
+    np.testing.assert_allclose(sanity.rank_correlation(maps, maps), 1.0)
+    np.testing.assert_allclose(sanity.rank_correlation(maps, -maps), -1.0)
     constant = np.zeros((3, SIZE, SIZE))
-    assert list(metrics.rank_correlation(constant, constant)) == [1.0, 1.0, 1.0]
-    assert list(metrics.rank_correlation(constant, maps)) == [0.0, 0.0, 0.0]
+    assert list(sanity.rank_correlation(constant, constant)) == [1.0, 1.0, 1.0]
+    assert list(sanity.rank_correlation(constant, maps)) == [0.0, 0.0, 0.0]
 
 
 def test_randomization_check():
@@ -175,16 +178,16 @@ def test_randomization_check():
     images = np.random.default_rng(3).uniform(size=(4, SIZE, SIZE, 3)).astype(np.float32)
 
     # The trained clone explains like the model itself: correlation 1.
-    clone = metrics._clone(model, seed=0)
+    clone = sanity.clone_with_fresh_weights(model, seed=0)
     clone.set_weights(model.get_weights())
-    same = metrics.rank_correlation(_gradient_map(model, images), _gradient_map(clone, images))
+    same = sanity.rank_correlation(_gradient_map(model, images), _gradient_map(clone, images))
     np.testing.assert_allclose(same, 1.0, atol=1e-6)
 
-    full = metrics.model_randomization_check(model, images, _gradient_map, seed=5)
+    full = sanity.model_randomization_check(model, images, _gradient_map, seed=5)
     assert full.stage_names == ["all"] and full.correlations.shape == (1, 4)
     assert full.mean_correlations[0] < 0.6
 
-    cascade = metrics.model_randomization_check(
+    cascade = sanity.model_randomization_check(
         model, images, _gradient_map, mode="cascading", seed=5
     )
     assert cascade.stage_names == ["logits", "conv2", "conv1"]
@@ -192,7 +195,7 @@ def test_randomization_check():
     # The last cascading stage has every layer randomised, with the same seeded weights.
     np.testing.assert_allclose(cascade.randomized_maps[-1], full.randomized_maps[0], atol=1e-6)
 
-    independent = metrics.model_randomization_check(
+    independent = sanity.model_randomization_check(
         model, images, _gradient_map, mode="independent", layer_names=["conv1"], seed=5
     )
     assert independent.correlations.shape == (1, 4)
@@ -203,13 +206,16 @@ def test_randomization_check():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"images": np.zeros((2, SIZE, SIZE), np.float32)}, "images with shape"),
-        ({"images": np.zeros((2, SIZE, SIZE, 1), np.uint8)}, "dtype uint8"),
+        (
+            {"images": np.zeros((2, SIZE, SIZE), np.float32)},
+            r"4-D batch .*Received: images of shape",
+        ),
+        ({"images": np.zeros((2, SIZE, SIZE, 1), np.uint8)}, "floating point.*dtype uint8"),
         ({"saliency": np.zeros((2, 8, 8))}, "saliency with shape"),
         ({"saliency": np.full((2, SIZE, SIZE), 2.0)}, r"values in \[2, 2\]"),
         ({"targets": [0, 1, 0]}, "targets with shape"),
         ({"targets": [0, 5]}, r"targets in \[0, 5\]"),
-        ({"activation": "relu"}, "activation='relu'"),
+        ({"score_on": "relu"}, r"`score_on` must be one of .*score_on='relu'"),
         ({"batch_size": 0}, "batch_size=0"),
     ],
 )
@@ -232,16 +238,15 @@ def test_bad_steps_baseline_and_mode_raise(linear_case):
     with pytest.raises(ValueError, match="baseline='noise'"):
         metrics.deletion_auc(model, images, perfect, 0, baseline="noise")
     with pytest.raises(ValueError, match="mode='top'"):
-        metrics.model_randomization_check(model, images, _gradient_map, mode="top")
+        sanity.model_randomization_check(model, images, _gradient_map, mode="top")
     with pytest.raises(ValueError, match="layer_names"):
-        metrics.model_randomization_check(model, images, _gradient_map, layer_names=["nope"])
+        sanity.model_randomization_check(model, images, _gradient_map, layer_names=["nope"])
 
 
 def test_repeated_calls_trace_the_model_once(linear_case):
-    from gradcam_tf import _outputs
-
     model, images, perfect, *_ = linear_case
     model = keras.models.clone_model(model)  # a fresh model, not shared with other tests
     for _ in range(3):
         metrics.deletion_auc(model, images, perfect, 0, steps=5, batch_size=8)
-    assert _outputs.compiled_output(model, 0).experimental_get_tracing_count() == 1
+        metrics.average_drop_increase(model, images, perfect, 0, batch_size=8)
+    assert model_outputs(model).trace_count == 1
