@@ -1,0 +1,148 @@
+"""What every msdnet-tf program shares: config by name, one-line errors, quiet and debug flags.
+
+Each program (``msdnet-train``, ``msdnet-evaluate``, ...) is an absl program whose ``main()``
+calls `run`. Then:
+
+* ``--config digits`` (or ``digits:smoke``) names a config shipped with the package
+  (``msdnet_tf.configs``, the repository's ``configs/`` folder); a path works as well;
+* a user error (missing or corrupt data, a missing run file, a bad flag value, an unwritable
+  output folder, a model that does not fit the data) prints one line,
+  ``msdnet-<program>: error: <what was wrong and what to do>``, and exits with status 2;
+  ``--debug`` shows the traceback instead;
+* ``--quiet`` turns progress bars off (they are on by default; `progress` tells).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import sys
+import traceback
+
+from absl import app, flags
+
+__all__ = [
+    "USER_ERRORS",
+    "check_writable",
+    "config_names",
+    "config_path",
+    "progress",
+    "run",
+]
+
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of an error, not one line.")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bars; print only the results.")
+
+# Errors that mean "the input was wrong", not "the program is wrong".
+USER_ERRORS = (OSError, ValueError, app.UsageError)
+
+
+def config_names() -> list[str]:
+    """The names of the configs shipped with msdnet-tf (``digits``, ``cifar10_anytime``...)."""
+    folder = _config_folder()
+    if folder is None:
+        return []
+    return sorted(
+        name[:-3] for name in os.listdir(folder) if name.endswith(".py") and name[0] != "_"
+    )
+
+
+def _config_folder() -> str | None:
+    spec = importlib.util.find_spec("msdnet_tf.configs")
+    if spec is not None and spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)[0]
+    # A source checkout run without installing: configs/ beside the package.
+    here = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    return os.path.normpath(here) if os.path.isdir(here) else None
+
+
+def config_path(value: str) -> str:
+    """A ``--config`` value as a file path: a shipped config's name, or a path as it is.
+
+    ``name:arg`` keeps its argument (``digits:smoke``).
+
+    Raises:
+        ValueError: neither a file nor a shipped config's name (lists the names, closest first).
+    """
+    path, colon, arg = value.partition(":")
+    if os.path.isfile(path):
+        return value
+    names = config_names()
+    if path in names:
+        return os.path.join(_config_folder(), path + ".py") + colon + arg
+    close = difflib.get_close_matches(path, names, n=1)
+    hint = f"Did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+        f"--config must be a config file or the name of a shipped config ({', '.join(names)}). "
+        f"{hint}Received: --config={value}"
+    )
+
+
+def _resolve_config_argv(argv: list[str]) -> list[str]:
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = config_path(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + config_path(arg[len("--config=") :])
+    return out
+
+
+def _fail(prog: str, message: str) -> None:
+    first = " ".join(str(message).split())
+    sys.stderr.write(f"{prog}: error: {first}\n")
+    sys.exit(2)
+
+
+def _parser(prog: str):
+    def parse(argv):
+        debug = "--debug" in argv
+        try:
+            return flags.FLAGS(_resolve_config_argv(argv))
+        except (flags.Error, *USER_ERRORS) as error:
+            if debug:
+                raise
+            _fail(prog, f"{error} (--help lists the flags)")
+
+    return parse
+
+
+def progress() -> bool:
+    """Whether progress bars are on (not ``--quiet``)."""
+    return not _QUIET.value
+
+
+def check_writable(folder: str, flag: str) -> str:
+    """Creates `folder` if needed and checks that files can be written there, before any work.
+
+    Raises:
+        PermissionError: the folder cannot be created or written (names the flag).
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"Cannot write into {folder} ({error.strerror or error}); choose another {flag}. "
+            f"Received: {flag}={folder}"
+        ) from None
+    return folder
+
+
+def run(main, prog: str) -> None:
+    """Runs `main(argv)` as the program `prog`, with one-line user errors (exit status 2)."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as error:
+            if _DEBUG.value:
+                traceback.print_exc()
+                sys.exit(2)
+            _fail(prog, f"{error}")
+
+    app.run(guarded, flags_parser=_parser(prog))
