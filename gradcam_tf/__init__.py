@@ -49,7 +49,7 @@ from gradcam_tf.postprocess import normalize_maps, resize_maps
 from gradcam_tf.saliency import Saliency, SmoothGrad
 from gradcam_tf.sanity import RandomizationResult, model_randomization_check, rank_correlation
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
