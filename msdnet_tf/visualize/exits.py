@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 import gradcam_tf
-from gradcam_tf.callbacks import explain_with_probabilities
 
 __all__ = ["LAYER_CHOICES", "ExitMaps", "exit_numbers", "explain_exits", "is_msdnet"]
 
@@ -104,6 +103,7 @@ def explain_exits(
         labels = [model.name if len(names) == 1 else names[k - 1] for k in numbers]
     explainer = explainer or gradcam_tf.GradCAM(model)
     outputs = [k - 1 for k in numbers]
-    maps, probs = explain_with_probabilities(explainer, images, classes, layers, outputs)
+    targets = None if classes is None else np.asarray(classes)  # the same ids at every exit
+    maps, probs = explainer.explain_with_probabilities(images, targets, layers, outputs)
     used = layers if isinstance(layers, list) else [explainer.target_layers[k] for k in outputs]
     return ExitMaps(np.stack(maps), np.stack(probs), labels, list(used))

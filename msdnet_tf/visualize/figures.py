@@ -227,7 +227,7 @@ def class_model_page(
         result = gradcam_tf.activation_maximization(
             model,
             class_ids,
-            output_index=number - 1,
+            outputs=number - 1,
             steps=steps,
             learning_rate=0.1,
             l2_weight=0.02,
