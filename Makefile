@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e ".[cpu,dev]"
 	touch $(STAMP)
 
@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py --workdir $(RUN_DIR)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check msdnet_tf gradcam_tf scripts configs tests benchmarks
-	$(VENV)/bin/ruff format --check msdnet_tf gradcam_tf scripts configs tests benchmarks
+	$(VENV)/bin/ruff check msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check msdnet_tf gradcam_tf scripts configs tests benchmarks setup.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format msdnet_tf gradcam_tf scripts configs tests benchmarks
