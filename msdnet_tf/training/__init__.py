@@ -1,3 +1,39 @@
-"""Training as the reference's recipe: optimiser, schedule, distribution, checkpoints, kernels."""
+"""Training as the reference's recipe: optimiser, schedule, distribution, checkpoints, kernels.
 
-from msdnet_tf.training.loop import *  # noqa: F403
+- `msdnet_tf.training.loop`: the job (`train_and_evaluate`, `train`), model building and
+  compilation, the data of a config (`load_splits`, `per_exit_labels`);
+- `msdnet_tf.training.optimizer`: `ReferenceSGD` and the learning-rate schedules;
+- `msdnet_tf.training.distribute`: strategies by name and the chief process;
+- `msdnet_tf.training.checkpoints` and `msdnet_tf.training.callbacks`: resumable run folders;
+- `msdnet_tf.training.kernels`: faster training kernels for the same model.
+"""
+
+from msdnet_tf.training.checkpoints import latest_checkpoint
+from msdnet_tf.training.distribute import STRATEGIES, is_chief, make_strategy
+from msdnet_tf.training.loop import (
+    build_model,
+    compile_model,
+    load_splits,
+    per_exit_labels,
+    train,
+    train_and_evaluate,
+    write_config,
+)
+from msdnet_tf.training.optimizer import ReferenceSGD, learning_rate_schedule, make_optimizer
+
+__all__ = [
+    "STRATEGIES",
+    "ReferenceSGD",
+    "build_model",
+    "compile_model",
+    "is_chief",
+    "latest_checkpoint",
+    "learning_rate_schedule",
+    "load_splits",
+    "make_optimizer",
+    "make_strategy",
+    "per_exit_labels",
+    "train",
+    "train_and_evaluate",
+    "write_config",
+]
