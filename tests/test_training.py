@@ -366,6 +366,13 @@ for strategy in ("default", "mirrored"):
         model = training.compile_model(tiny_model(), config, 3)
     history = model.fit(training.per_exit_labels(data, model.output_names, 5), epochs=2,
                         verbose=0, shuffle=False)
+    # MSD-Net evaluated (BatchNorm in inference mode) on the validation split.
+    splits = training.load_splits(config)
+    keras.utils.set_random_seed(0)  # the same initial weights under both strategies
+    with s.scope():
+        msdnet = training.compile_model(training.build_model(config), config, 3)
+    validation = training.per_exit_labels(splits.validation_dataset(), msdnet.output_names)
+    eval_loss = float(msdnet.evaluate(validation, verbose=0, return_dict=True)["loss"])
     # The whole job under the strategy: MSD-Net, pipeline, checkpoints, model.keras.
     config.train.steps_per_epoch = 4
     config.train.epochs = 1
@@ -379,13 +386,14 @@ for strategy in ("default", "mirrored"):
         "tiny_loss": [float(v) for v in history.history["loss"]],
         "tiny_weights": [w.tolist() for w in model.get_weights()],
         "msdnet_loss": float(row["loss"]),
+        "msdnet_eval_loss": eval_loss,
     }
 print(json.dumps(results))
 """
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_device(tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus_trains_and_evaluates_like_one_device(tmp_path):
     out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], env=ENV, cwd=ROOT,
                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -396,6 +404,8 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_device(tmp_path):
     np.testing.assert_allclose(mirrored["tiny_loss"], default["tiny_loss"], rtol=1e-5)
     for a, b in zip(mirrored["tiny_weights"], default["tiny_weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # MSD-Net in inference mode (BN moving statistics): the same validation loss.
+    assert mirrored["msdnet_eval_loss"] == pytest.approx(default["msdnet_eval_loss"], rel=1e-5)
     # MSD-Net: BN statistics are per replica (as PyTorch's DataParallel), so the losses of the
     # first epoch agree closely, not exactly (they drift apart further in later epochs).
     assert mirrored["msdnet_loss"] == pytest.approx(default["msdnet_loss"], rel=0.02)
