@@ -62,15 +62,15 @@ def base_config(
     config.train.deterministic = False
     config.train.mixed_precision = False
     config.train.jit_compile = False
-    # msdnet_tf.training.kernels: 1x1 convs as matrix products and training-mode BatchNorm as fused
-    # XLA
-    # kernels; same model and numbers to float32 rounding, ~1.3x faster steps (RESULTS.md).
+    # msdnet_tf.training.kernels: faster kernels for 1x1 convs and training-mode BatchNorm; the
+    # same model and numbers to float32 rounding (speed: benchmarks/RESULTS.md).
     config.train.fast_kernels = True
     config.train.strategy = "default"  # default | mirrored | multi_worker | tpu
     config.train.steps_per_epoch = -1  # -1: the whole training split every epoch
     config.train.checkpoint_every = 1  # epochs
     # TensorFlow's CPU thread pools (0: TensorFlow's default). MSD-Net is many small convs on
-    # independent branches: intra 1 / inter 2 trained ~15% faster on 2 cores (RESULTS.md).
+    # independent branches, so few intra-op and more inter-op threads can train faster on a few
+    # cores (settings compared in benchmarks/RESULTS.md).
     config.train.intra_op_threads = 0
     config.train.inter_op_threads = 0
 
