@@ -16,9 +16,11 @@ TensorFlow ops, every one of them a pass over memory (profile in ``benchmarks/RE
       dgamma = sum(dy * x_hat),  dbeta = sum(dy),
 
   (means and sums over every axis but the channels; Ioffe & Szegedy, 2015), each compiled by XLA
-  into one fused kernel. The moving statistics are updated exactly as Keras does
-  (``moving = moving * momentum + batch * (1 - momentum)``, biased batch variance). Inference
-  mode keeps Keras' own computation.
+  into one fused kernel. The moving statistics are updated by
+  `msdnet_tf.training.batchnorm.update_moving_statistics`: as Keras does
+  (``moving = moving * momentum + batch * (1 - momentum)``, biased batch variance), or with
+  PyTorch's unbiased batch variance on layers marked by `use_reference_statistics` (what
+  `msdnet_tf.training` trains with). Inference mode keeps Keras' own computation.
 
 The swap is made on the layer *instances* (their ``convolution_op`` / ``call``): weights, configs,
 layer names, `get_config`, ``.keras`` files and SavedModels are those of the standard layers, a
@@ -37,6 +39,12 @@ import types
 
 import keras
 import tensorflow as tf
+
+from msdnet_tf.training.batchnorm import (
+    channel_count,
+    restore_reference_call,
+    update_moving_statistics,
+)
 
 __all__ = [
     "batch_normalization_training",
@@ -172,10 +180,13 @@ def _fused_batchnorm_call(self, inputs, training=None, mask=None):
     x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
     gamma, beta = (tf.cast(tf.convert_to_tensor(v), x.dtype) for v in (self.gamma, self.beta))
     y, mean, variance = batch_normalization_training(x, gamma, beta, self.epsilon)
-    momentum = self.momentum
-    self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-    self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+    update_moving_statistics(self, mean, variance, channel_count(x))
     return tf.cast(y, self.compute_dtype)
+
+
+def _runs(layer, attribute: str, function) -> bool:
+    """Whether `layer`'s instance `attribute` is `function` bound to it."""
+    return getattr(layer.__dict__.get(attribute), "__func__", None) is function
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +202,9 @@ def fast_kernel_layers(model: keras.Model) -> dict[str, list[str]]:
     """
     found = {"pointwise_conv": [], "batchnorm": []}
     for layer in _layers(model):
-        if _POINTWISE_ATTRIBUTE in layer.__dict__:
+        if _runs(layer, _POINTWISE_ATTRIBUTE, _pointwise_convolution_op):
             found["pointwise_conv"].append(layer.name)
-        if _BATCHNORM_ATTRIBUTE in layer.__dict__:
+        if _runs(layer, _BATCHNORM_ATTRIBUTE, _fused_batchnorm_call):
             found["batchnorm"].append(layer.name)
     return found
 
@@ -236,11 +247,17 @@ def use_fast_kernels(
 
 
 def use_standard_kernels(model: keras.Model) -> None:
-    """Undo `use_fast_kernels`: every layer computes with Keras' own kernels again."""
+    """Undo `use_fast_kernels`: every layer computes with Keras' own kernels again.
+
+    A BatchNorm marked by `msdnet_tf.training.batchnorm.use_reference_statistics` keeps the
+    reference's moving statistics (its call goes back to that module's standard-kernel call).
+    """
     for layer in _layers(model):
-        for attribute in (_POINTWISE_ATTRIBUTE, _BATCHNORM_ATTRIBUTE):
-            if attribute in layer.__dict__:
-                object.__delattr__(layer, attribute)
+        if _runs(layer, _POINTWISE_ATTRIBUTE, _pointwise_convolution_op):
+            object.__delattr__(layer, _POINTWISE_ATTRIBUTE)
+        if _runs(layer, _BATCHNORM_ATTRIBUTE, _fused_batchnorm_call):
+            object.__delattr__(layer, _BATCHNORM_ATTRIBUTE)
+            restore_reference_call(layer)
 
 
 def _layers(model):
