@@ -11,6 +11,9 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
+# The gradcam_tf fixtures (tiny models and image batches) live with the models they build.
+pytest_plugins = ["gradcam_models"]
+
 
 @pytest.fixture(scope="session")
 def testing_model():

@@ -1,18 +1,65 @@
-"""Tiny named Keras models for the gradcam_tf tests (they build in milliseconds).
+"""Tiny named Keras models, the method lists and the shared fixtures of the gradcam_tf tests.
 
 Every builder seeds Keras, names every layer, and returns a fresh functional model whose
-outputs are logits unless said otherwise. Shared with the tests of `gradcam_tf.image`,
-`gradcam_tf.metrics` and `gradcam_tf.activation_maximization`.
+outputs are logits unless said otherwise (they build in milliseconds). `ALL_METHODS` is the one
+list of explainers every test loops over; `CAM_METHODS` and `GRADIENT_CAMS` are its subsets.
+The fixtures (registered for every test module by ``pytest_plugins`` in conftest.py) give
+session-wide models and image batches that no test modifies.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from keras import layers
+
+import gradcam_tf
 
 SIZE = 16
 NUM_CLASSES = 5
+
+ALL_METHODS = [
+    gradcam_tf.GradCAM,
+    gradcam_tf.GradCAMPlusPlus,
+    gradcam_tf.XGradCAM,
+    gradcam_tf.LayerCAM,
+    gradcam_tf.HiResCAM,
+    gradcam_tf.ScoreCAM,
+    gradcam_tf.Saliency,
+    gradcam_tf.SmoothGrad,
+]
+CAM_METHODS = [m for m in ALL_METHODS if issubclass(m, gradcam_tf.BaseCAM)]
+GRADIENT_CAMS = [m for m in CAM_METHODS if m.needs_gradients]
+
+
+def method_id(method) -> str:
+    """The test id of a method: its class name."""
+    return method.__name__
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> keras.Model:
+    """`tiny_cnn()`: one logits output, 5 classes."""
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def tiny_images() -> np.ndarray:
+    """`images(3)`."""
+    return images(3)
+
+
+@pytest.fixture(scope="session")
+def multi_exit_model() -> keras.Model:
+    """`multi_exit_cnn()`: three exits, 4 classes."""
+    return multi_exit_cnn()
+
+
+@pytest.fixture(scope="session")
+def multi_exit_images() -> np.ndarray:
+    """`images(4)`."""
+    return images(4)
 
 
 def images(batch: int = 3, size: int = SIZE, channels: int = 3, seed: int = 0) -> np.ndarray:

@@ -5,29 +5,10 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
+from gradcam_models import CAM_METHODS, method_id
 
 import gradcam_tf
 from gradcam_tf.graph import FlatGraph
-
-CAMS = [
-    gradcam_tf.GradCAM,
-    gradcam_tf.GradCAMPlusPlus,
-    gradcam_tf.XGradCAM,
-    gradcam_tf.LayerCAM,
-    gradcam_tf.HiResCAM,
-    gradcam_tf.ScoreCAM,
-]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return gradcam_models.multi_exit_cnn()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return gradcam_models.images(4)
-
 
 TARGETS = [np.array([0, 1, 2, 3]), None, np.eye(4, dtype=np.float32)[[3, 2, 1, 0]]]
 
@@ -43,60 +24,68 @@ def _assert_compiled_equals_eager(compiled, eager, images, layers):
     assert eager.trace_count == 0
 
 
-@pytest.mark.parametrize("method", CAMS, ids=lambda m: m.__name__)
-def test_compiled_maps_equal_eager_maps(model, images, method):
+@pytest.mark.parametrize("method", CAM_METHODS, ids=method_id)
+def test_compiled_maps_equal_eager_maps(multi_exit_model, multi_exit_images, method):
     """Given, predicted and one-hot targets, every method (the hooks run on the graph's
     activations and gradients; Score-CAM's masked passes are compiled too)."""
     kwargs = {"batch_size": 8} if method is gradcam_tf.ScoreCAM else {}
-    compiled, eager = method(model, **kwargs), method(model, compiled=False, **kwargs)
-    _assert_compiled_equals_eager(compiled, eager, images, "auto")
+    compiled, eager = (
+        method(multi_exit_model, **kwargs),
+        method(multi_exit_model, compiled=False, **kwargs),
+    )
+    _assert_compiled_equals_eager(compiled, eager, multi_exit_images, "auto")
 
 
 @pytest.mark.parametrize("layers", ["exit1_features", "block1_out"], ids=["taps", "fallback"])
-def test_compiled_maps_equal_eager_maps_on_shared_layers(model, images, layers):
+def test_compiled_maps_equal_eager_maps_on_shared_layers(
+    multi_exit_model, multi_exit_images, layers
+):
     """The tapped shared pass (features read by later blocks) and the separate fallback."""
-    cam, eager = gradcam_tf.GradCAM(model), gradcam_tf.GradCAM(model, compiled=False)
+    cam, eager = (
+        gradcam_tf.GradCAM(multi_exit_model),
+        gradcam_tf.GradCAM(multi_exit_model, compiled=False),
+    )
     layers = [layers, "exit2_features", "exit3_features"]
-    _assert_compiled_equals_eager(cam, eager, images, layers)
+    _assert_compiled_equals_eager(cam, eager, multi_exit_images, layers)
 
 
-def test_repeated_calls_trace_once(model, images):
+def test_repeated_calls_trace_once(multi_exit_model, multi_exit_images):
     """Any batch size and any class ids reuse the graph; a loop adds no trace."""
-    cam = gradcam_tf.GradCAM(model)
+    cam = gradcam_tf.GradCAM(multi_exit_model)
     rng = np.random.default_rng(0)
     for i in range(20):
         batch = 1 + i % 4
         ids = rng.integers(0, 4, batch)
-        maps = cam.explain(images[:batch], targets=ids)
+        maps = cam.explain(multi_exit_images[:batch], targets=ids)
         assert [m.shape for m in maps] == [(batch, 16, 16)] * 3
     assert cam.trace_count == 1
     for _ in range(3):
-        cam.explain(images)  # predicted classes: another kind of call, one more graph
+        cam.explain(multi_exit_images)  # predicted classes: another kind of call, one more graph
     assert cam.trace_count == 2
     for _ in range(3):
-        cam.explain(images, outputs=1, layers="exit2_features")
+        cam.explain(multi_exit_images, outputs=1, layers="exit2_features")
     assert cam.trace_count == 3
 
 
-def test_score_cam_traces_each_output_once(model, images):
-    cam = gradcam_tf.ScoreCAM(model, max_channels=2, batch_size=3)
-    for batch in (1, 4, 3, 4):  # several row counts of masked images per pass
-        cam.explain(images[:batch])
+def test_score_cam_traces_each_output_once(multi_exit_model, multi_exit_images):
+    cam = gradcam_tf.ScoreCAM(multi_exit_model, max_channels=2, batch_size=3)
+    for batch in (1, 4, 3, 4):  # several row counts of masked multi_exit_images per pass
+        cam.explain(multi_exit_images[:batch])
     # One clean pass, and one masked-image graph per output.
     assert cam.trace_count == 1 + 3
 
 
-def test_no_retracing_warning_for_graphs_traced_once(model, images, caplog):
+def test_no_retracing_warning_for_graphs_traced_once(multi_exit_model, multi_exit_images, caplog):
     """TensorFlow's "frequent retracing" warning counts traces per code object; ours are
     traced once each (7 Score-CAM scoring graphs, several explainers) and must not set it off."""
     with caplog.at_level("WARNING"):
         for _ in range(2):
-            gradcam_tf.ScoreCAM(model, max_channels=1).explain(images[:1])
-            gradcam_tf.GradCAM(model).explain(images[:1], outputs=0)
+            gradcam_tf.ScoreCAM(multi_exit_model, max_channels=1).explain(multi_exit_images[:1])
+            gradcam_tf.GradCAM(multi_exit_model).explain(multi_exit_images[:1], outputs=0)
     assert "retracing" not in caplog.text
 
 
-def test_no_replay_after_the_first_call(model, images, monkeypatch):
+def test_no_replay_after_the_first_call(multi_exit_model, multi_exit_images, monkeypatch):
     """The layer-by-layer Python replay runs while tracing, never again."""
     calls = []
     run = FlatGraph.run
@@ -106,22 +95,24 @@ def test_no_replay_after_the_first_call(model, images, monkeypatch):
         return run(self, *args, **kwargs)
 
     monkeypatch.setattr(FlatGraph, "run", counting_run)
-    cam = gradcam_tf.GradCAM(model)
+    cam = gradcam_tf.GradCAM(multi_exit_model)
     for _ in range(5):
-        cam.explain(images, targets=1)
+        cam.explain(multi_exit_images, targets=1)
     assert len(calls) == 1
 
 
-def test_compiled_pass_follows_the_weights(images):
+def test_compiled_pass_follows_the_weights(multi_exit_images):
     """The graph reads the model's variables: new weights, new maps (as eager)."""
     model = gradcam_models.multi_exit_cnn()
     cam = gradcam_tf.GradCAM(model)
-    before = cam.explain(images, targets=1, normalize=False)
+    before = cam.explain(multi_exit_images, targets=1, normalize=False)
     dense = model.get_layer("exit2_logits")
     kernel, bias = dense.get_weights()
     dense.set_weights([-kernel, bias])  # Grad-CAM weights change sign: ReLU keeps the other part
-    after = cam.explain(images, targets=1, normalize=False)
-    expected = gradcam_tf.GradCAM(model, compiled=False).explain(images, targets=1, normalize=False)
+    after = cam.explain(multi_exit_images, targets=1, normalize=False)
+    expected = gradcam_tf.GradCAM(model, compiled=False).explain(
+        multi_exit_images, targets=1, normalize=False
+    )
     scale = max(after[1].max(), before[1].max())
     assert scale > 0 and np.abs(after[1] - before[1]).max() > 0.1 * scale
     for a, b in zip(after, expected):
@@ -129,7 +120,7 @@ def test_compiled_pass_follows_the_weights(images):
     assert cam.trace_count == 1
 
 
-def test_callable_targets_run_eagerly(model, images):
+def test_callable_targets_run_eagerly(multi_exit_model, multi_exit_images):
     """A callable sees concrete tensors and may keep them (as explain_with_probabilities)."""
     seen = []
 
@@ -137,9 +128,9 @@ def test_callable_targets_run_eagerly(model, images):
         seen.append(logits.numpy())
         return logits[:, 2]
 
-    cam = gradcam_tf.GradCAM(model)
-    got = cam.explain(images, targets=score)
-    expected = cam.explain(images, targets=2)
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    got = cam.explain(multi_exit_images, targets=score)
+    expected = cam.explain(multi_exit_images, targets=2)
     assert len(seen) == 3 and seen[0].shape == (4, 4)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
@@ -179,10 +170,44 @@ def test_zoom_maps_in_chunks(monkeypatch):
     np.testing.assert_array_equal(whole, scipy.ndimage.zoom(maps, (1, 31 / 3, 17 / 5), order=1))
 
 
-def test_tensor_images_and_float64_arrays(model, images):
-    cam = gradcam_tf.GradCAM(model)
-    expected = cam.explain(images, targets=1)
-    for given in (tf.constant(images), images.astype(np.float64)):
+def test_tensor_images_and_float64_arrays(multi_exit_model, multi_exit_images):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    expected = cam.explain(multi_exit_images, targets=1)
+    for given in (tf.constant(multi_exit_images), multi_exit_images.astype(np.float64)):
         for a, b in zip(cam.explain(given, targets=1), expected):
             np.testing.assert_array_equal(a, b)
     assert cam.trace_count == 1
+
+
+def test_maps_and_probabilities_come_from_the_explain_graph(multi_exit_model, multi_exit_images):
+    """`explain_with_probabilities` = `explain` plus each chosen output's softmax, from the same
+    traced pass (no second graph, no second forward pass), compiled or eager."""
+    ids = np.array([0, 1, 2, 3])
+    logits = multi_exit_model.predict_on_batch(multi_exit_images)
+    for compiled in (True, False):
+        cam = gradcam_tf.GradCAM(multi_exit_model, compiled=compiled)
+        maps, probs = cam.explain_with_probabilities(multi_exit_images, ids, outputs=[2, 0])
+        expected = cam.explain(multi_exit_images, ids, outputs=[2, 0])
+        assert cam.trace_count == int(compiled)
+        for got, want in zip(maps, expected):
+            np.testing.assert_array_equal(got, want)
+        for got, k in zip(probs, (2, 0)):
+            assert got.dtype == np.float32 and got.shape == (4, 4)
+            np.testing.assert_allclose(got, tf.nn.softmax(logits[k]).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("final", ["dense", "activation_layer"])
+def test_probabilities_are_the_models_own_softmax_output(tiny_images, final):
+    """For a model ending in a softmax, the probabilities are its output, whatever `score_on`
+    the maps are scored on; Score-CAM (no gradients) gives them too."""
+    model = gradcam_models.tiny_cnn(
+        final_activation="softmax", separate_activation=final == "activation_layer"
+    )
+    expected = model.predict_on_batch(tiny_images)
+    for explainer in (
+        gradcam_tf.GradCAM(model),
+        gradcam_tf.GradCAM(model, score_on="probabilities"),
+        gradcam_tf.ScoreCAM(model, max_channels=2),
+    ):
+        _, (probs,) = explainer.explain_with_probabilities(tiny_images, targets=[0, 1, 2])
+        np.testing.assert_allclose(probs, expected, atol=1e-6)

@@ -39,13 +39,26 @@ def _twin_backbones():
     return keras.Model(inputs, layers.Dense(3, name="logits")(x))
 
 
-def _shared_layer():
-    """One conv layer called twice (shared weights)."""
+def _shared_layer(unshared: bool = False):
+    """One conv layer called twice (shared weights); or, `unshared`, two layers `first` and
+    `second` with the same seeded weights (the oracle of the shared model's two calls)."""
+    keras.utils.set_random_seed(3)
     inputs = keras.Input((16, 16, 3), name="image")
     shared = layers.Conv2D(3, 3, padding="same", name="shared")
-    x = shared(shared(inputs))
+    if unshared:
+        second = layers.Conv2D(3, 3, padding="same", name="second")
+        x = second(layers.Conv2D(3, 3, padding="same", name="first")(inputs))
+    else:
+        x = shared(shared(inputs))
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, layers.Dense(3, name="logits")(x))
+    model = keras.Model(inputs, layers.Dense(3, name="logits")(x))
+    if unshared:
+        reference = _model("shared_layer")
+        weights = reference.get_layer("shared").get_weights()
+        model.get_layer("first").set_weights(weights)
+        model.get_layer("second").set_weights(weights)
+        model.get_layer("logits").set_weights(reference.get_layer("logits").get_weights())
+    return model
 
 
 def _two_inputs():
@@ -172,12 +185,26 @@ def test_shared_layer_calls_are_addressable_and_layer_objects_ambiguous():
     assert gradcam_tf.spatial_layer_names(model) == ["shared", "shared@1"]
     assert gradcam_tf.find_target_layers(model) == ["shared@1"]
     cam = gradcam_tf.GradCAM(model)
-    assert cam.explain(IMAGES, layers="shared")[0].shape == (3, 16, 16)
+    twin = gradcam_tf.GradCAM(_shared_layer(unshared=True))
+    for name, twin_name in (("shared", "first"), ("shared@1", "second")):
+        (got,) = cam.explain(IMAGES, targets=[0, 1, 2], layers=name)
+        (expected,) = twin.explain(IMAGES, targets=[0, 1, 2], layers=twin_name)
+        assert got.max() > 0.9
+        np.testing.assert_allclose(got, expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"called 2 times.*'shared@1'"):
         cam.explain(IMAGES, layers=model.get_layer("shared"))
 
 
 def test_hidden_logits_work_on_probabilities():
+    """The automatic layer is the probability map P itself; S = mean_ij P_1, so dS/dP is
+    1/(h w) on channel 1 and 0 elsewhere, and Grad-CAM of class 1 is P_1 / (h w), min-max
+    normalised (the scale stays: the epsilon 1e-7 counts next to the small range)."""
     model = _model("transpose_softmax")
-    (cam,) = gradcam_tf.GradCAM(model, score_on="probabilities").explain(IMAGES, targets=1)
-    assert cam.shape == (3, 16, 16) and np.isfinite(cam).all()
+    cam = gradcam_tf.GradCAM(model, score_on="probabilities")
+    assert cam.target_layers == ["seg"]
+    probabilities = model.predict_on_batch(IMAGES)[..., 1]
+    (raw,) = cam.explain(IMAGES, targets=1, normalize=False)
+    np.testing.assert_allclose(raw * 16 * 16, probabilities, rtol=1e-5, atol=1e-7)
+    (got,) = cam.explain(IMAGES, targets=1)
+    expected = gradcam_tf.normalize_maps(probabilities / (16 * 16))
+    np.testing.assert_allclose(got, expected, atol=1e-5)

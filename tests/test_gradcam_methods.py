@@ -1,34 +1,14 @@
 """Oracles and limiting cases of the CAM and saliency methods, targets and post-processing."""
 
-import gradcam_models
 import keras
 import numpy as np
 import pytest
+import scipy.ndimage
 import tensorflow as tf
+from gradcam_models import ALL_METHODS, method_id
 from keras import layers
 
 import gradcam_tf
-
-ALL_METHODS = [
-    gradcam_tf.GradCAM,
-    gradcam_tf.GradCAMPlusPlus,
-    gradcam_tf.XGradCAM,
-    gradcam_tf.LayerCAM,
-    gradcam_tf.HiResCAM,
-    gradcam_tf.ScoreCAM,
-    gradcam_tf.Saliency,
-    gradcam_tf.SmoothGrad,
-]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return gradcam_models.tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return gradcam_models.images(3)
 
 
 def _classic_cam(model, images, class_ids):
@@ -38,25 +18,25 @@ def _classic_cam(model, images, class_ids):
     return np.maximum(np.einsum("bhwk,kb->bhw", acts, kernel[:, class_ids]), 0)
 
 
-def test_grad_cam_on_a_gap_head_is_classic_cam(model, images):
+def test_grad_cam_on_a_gap_head_is_classic_cam(tiny_model, tiny_images):
     """Up to the scale 1/(h w) of the gradient of a mean (compared before normalisation: the
     min-max epsilon 1e-7 is not negligible next to the range of a small raw map)."""
     ids = [4, 0, 2]
-    cam = gradcam_tf.GradCAM(model)
-    (raw,) = cam.explain(images, targets=ids, resize=None, normalize=False)
-    expected = _classic_cam(model, images, ids)
+    cam = gradcam_tf.GradCAM(tiny_model)
+    (raw,) = cam.explain(tiny_images, targets=ids, resize=None, normalize=False)
+    expected = _classic_cam(tiny_model, tiny_images, ids)
     assert (expected.max(axis=(1, 2)) > 0).all()
     np.testing.assert_allclose(raw * 8 * 8, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", [gradcam_tf.HiResCAM, gradcam_tf.XGradCAM])
-def test_on_a_gap_head_hirescam_and_xgradcam_equal_grad_cam(model, images, method):
-    (expected,) = gradcam_tf.GradCAM(model).explain(images, resize=None)
-    (got,) = method(model).explain(images, resize=None)
+def test_on_a_gap_head_hirescam_and_xgradcam_equal_grad_cam(tiny_model, tiny_images, method):
+    (expected,) = gradcam_tf.GradCAM(tiny_model).explain(tiny_images, resize=None)
+    (got,) = method(tiny_model).explain(tiny_images, resize=None)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_segmentation_output_class_map(images):
+def test_segmentation_output_class_map(tiny_images):
     """For a spatial output, the automatic layer is the output itself and Grad-CAM of class c is
     its ReLU-ed logit map of class c, up to the scale 1/(h w) of the mean score."""
     keras.utils.set_random_seed(1)
@@ -66,16 +46,16 @@ def test_segmentation_output_class_map(images):
     model = keras.Model(inputs, seg)
     cam = gradcam_tf.GradCAM(model)
     assert cam.target_layers == ["seg_logits"]
-    (raw,) = cam.explain(images, targets=1, normalize=False)
-    expected = np.maximum(model.predict_on_batch(images)[..., 1], 0)
+    (raw,) = cam.explain(tiny_images, targets=1, normalize=False)
+    expected = np.maximum(model.predict_on_batch(tiny_images)[..., 1], 0)
     np.testing.assert_allclose(raw * 16 * 16, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ALL_METHODS, ids=lambda m: m.__name__)
-def test_constant_maps_come_back_as_zeros(model, method):
+@pytest.mark.parametrize("method", ALL_METHODS, ids=method_id)
+def test_constant_maps_come_back_as_zeros(tiny_model, method):
     """All-zero images make every activation constant over space: zeros, never NaN."""
     blank = np.zeros((2, 16, 16, 3), np.float32)
-    (got,) = method(model).explain(blank)
+    (got,) = method(tiny_model).explain(blank)
     assert np.isfinite(got).all()
     np.testing.assert_array_equal(got, 0.0)
 
@@ -100,26 +80,26 @@ def test_normalize_maps_edge_cases():
     ],
     ids=["int", "list", "array", "tensor", "one-hot", "callable"],
 )
-def test_target_specs_agree(model, images, targets):
-    (expected,) = gradcam_tf.GradCAM(model).explain(images, targets=np.array([2, 2, 2]))
-    (got,) = gradcam_tf.GradCAM(model).explain(images, targets=targets)
+def test_target_specs_agree(tiny_model, tiny_images, targets):
+    (expected,) = gradcam_tf.GradCAM(tiny_model).explain(tiny_images, targets=np.array([2, 2, 2]))
+    (got,) = gradcam_tf.GradCAM(tiny_model).explain(tiny_images, targets=targets)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-def test_default_target_is_the_predicted_class(model, images):
-    predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+def test_default_target_is_the_predicted_class(tiny_model, tiny_images):
+    predicted = np.argmax(tiny_model.predict_on_batch(tiny_images), axis=-1)
     for method in (gradcam_tf.GradCAM, gradcam_tf.Saliency):
-        (default,) = method(model).explain(images)
-        (explicit,) = method(model).explain(images, targets=predicted)
+        (default,) = method(tiny_model).explain(tiny_images)
+        (explicit,) = method(tiny_model).explain(tiny_images, targets=predicted)
         np.testing.assert_array_equal(default, explicit)
 
 
-def test_resize_modes(model, images):
-    cam = gradcam_tf.GradCAM(model)
-    (small,) = cam.explain(images, resize=None)
-    (raw,) = cam.explain(images, resize=None, normalize=False)
-    (zoomed,) = cam.explain(images, resize="zoom")
-    (bilinear,) = cam.explain(images, resize="bilinear")
+def test_resize_modes(tiny_model, tiny_images):
+    cam = gradcam_tf.GradCAM(tiny_model)
+    (small,) = cam.explain(tiny_images, resize=None)
+    (raw,) = cam.explain(tiny_images, resize=None, normalize=False)
+    (zoomed,) = cam.explain(tiny_images, resize="zoom")
+    (bilinear,) = cam.explain(tiny_images, resize="bilinear")
     assert small.shape == (3, 8, 8) and zoomed.shape == bilinear.shape == (3, 16, 16)
     expected = gradcam_tf.normalize_maps(tf.image.resize(raw[..., None], (16, 16))[..., 0])
     np.testing.assert_allclose(bilinear, expected, atol=1e-6)
@@ -132,41 +112,81 @@ def test_resize_modes(model, images):
     assert np.abs(zoomed - bilinear).max() > 1e-3
 
 
-def test_score_cam_is_batch_independent(model, images):
+def test_score_cam_is_batch_independent(tiny_model, tiny_images):
     """Each image keeps its own top channels, so batching does not change its map; the
     batch size of the masked forward passes does not either."""
-    cam = gradcam_tf.ScoreCAM(model, max_channels=3, batch_size=4)
-    together = cam.explain(images)[0]
-    for b in range(len(images)):
-        (alone,) = gradcam_tf.ScoreCAM(model, max_channels=3, batch_size=64).explain(
-            images[b : b + 1], targets=None
+    cam = gradcam_tf.ScoreCAM(tiny_model, max_channels=3, batch_size=4)
+    together = cam.explain(tiny_images)[0]
+    for b in range(len(tiny_images)):
+        (alone,) = gradcam_tf.ScoreCAM(tiny_model, max_channels=3, batch_size=64).explain(
+            tiny_images[b : b + 1], targets=None
         )
         np.testing.assert_allclose(together[b], alone[0], atol=1e-5)
 
 
-def test_smoothgrad_limits(model, images):
-    (vanilla,) = gradcam_tf.Saliency(model).explain(images)
-    (no_noise,) = gradcam_tf.SmoothGrad(model, samples=3, noise=0.0).explain(images)
+def test_smoothgrad_limits(tiny_model, tiny_images):
+    (vanilla,) = gradcam_tf.Saliency(tiny_model).explain(tiny_images)
+    (no_noise,) = gradcam_tf.SmoothGrad(tiny_model, samples=3, noise=0.0).explain(tiny_images)
     np.testing.assert_allclose(no_noise, vanilla, atol=1e-6)
-    a = gradcam_tf.SmoothGrad(model, samples=4, seed=3, batch_size=3).explain(images)[0]
-    b = gradcam_tf.SmoothGrad(model, samples=4, seed=3, batch_size=12).explain(images)[0]
+    a = gradcam_tf.SmoothGrad(tiny_model, samples=4, seed=3, batch_size=3).explain(tiny_images)[0]
+    b = gradcam_tf.SmoothGrad(tiny_model, samples=4, seed=3, batch_size=12).explain(tiny_images)[0]
     np.testing.assert_allclose(a, b, atol=1e-6)  # same noise whatever the chunking
     assert np.abs(a - vanilla).max() > 1e-3
 
 
-def test_saliency_keep_channels(model, images):
-    (kept,) = gradcam_tf.Saliency(model).explain(images, keep_channels=True, normalize=False)
-    (reduced,) = gradcam_tf.Saliency(model).explain(images, normalize=False)
+def test_saliency_keep_channels(tiny_model, tiny_images):
+    (kept,) = gradcam_tf.Saliency(tiny_model).explain(
+        tiny_images, keep_channels=True, normalize=False
+    )
+    (reduced,) = gradcam_tf.Saliency(tiny_model).explain(tiny_images, normalize=False)
     assert kept.shape == (3, 16, 16, 3)
     np.testing.assert_allclose(kept.max(axis=-1), reduced)
 
 
-def test_custom_method_overrides_one_hook(model, images):
-    """The extension point: a method is a subclass overriding `channel_weights`."""
+def _conv2_activations(model, images) -> np.ndarray:
+    return keras.Model(model.inputs, model.get_layer("conv2").output)(images).numpy()
 
-    class PositiveGradCAM(gradcam_tf.BaseCAM):
+
+def test_custom_channel_weights_hook_gives_the_weighted_sum_of_activations(tiny_model, tiny_images):
+    """The extension point: a subclass overriding `channel_weights` alone gets
+    ``ReLU(sum_c w_c A_c)``, then the base class's zoom and min-max normalisation."""
+    known = np.random.default_rng(4).standard_normal((3, 8)).astype(np.float32)
+    seen = []
+
+    class KnownWeights(gradcam_tf.BaseCAM):
         def channel_weights(self, ctx):
-            return tf.reduce_mean(tf.nn.relu(ctx.gradients), axis=(1, 2))
+            seen.append((ctx.layer, ctx.output, tuple(ctx.target.class_ids)))
+            return tf.constant(known)
 
-    (got,) = PositiveGradCAM(model).explain(images)
-    assert got.shape == (3, 16, 16) and np.isfinite(got).all()
+    weighted = np.einsum("bhwc,bc->bhw", _conv2_activations(tiny_model, tiny_images), known)
+    expected = np.maximum(weighted, 0).astype(np.float32)
+    assert (weighted < 0).any() and (expected.max(axis=(1, 2)) > 0).all()  # ReLU matters
+    cam = KnownWeights(tiny_model)
+    (raw,) = cam.explain(tiny_images, targets=[4, 0, 2], resize=None, normalize=False)
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
+    assert seen == [("conv2", "logits", (4, 0, 2))]
+    (final,) = cam.explain(tiny_images, targets=[4, 0, 2])
+    zoomed = scipy.ndimage.zoom(expected, (1, 2, 2), order=1)
+    np.testing.assert_allclose(final, gradcam_tf.normalize_maps(zoomed), atol=1e-5)
+
+
+def test_custom_compute_map_hook_replaces_the_whole_map(tiny_model, tiny_images):
+    """A pixel-wise method overrides `compute_map`; a gradient-free one says so and gets no
+    gradients."""
+
+    class FirstChannel(gradcam_tf.BaseCAM):
+        needs_gradients = False
+
+        def compute_map(self, ctx):
+            assert ctx.gradients is None
+            return ctx.activations[..., 0] - 0.05
+
+    (raw,) = FirstChannel(tiny_model).explain(tiny_images, resize=None, normalize=False)
+    first = _conv2_activations(tiny_model, tiny_images)[..., 0]
+    np.testing.assert_allclose(raw, np.maximum(first - 0.05, 0), rtol=1e-6, atol=1e-7)
+    assert FirstChannel(tiny_model).gradient_passes() == 0
+
+
+def test_a_method_without_a_hook_says_which_one_to_override(tiny_model, tiny_images):
+    with pytest.raises(NotImplementedError, match="BaseCAM must override channel_weights"):
+        gradcam_tf.BaseCAM(tiny_model).explain(tiny_images)

@@ -5,29 +5,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from gradcam_models import GRADIENT_CAMS, method_id
 
 import gradcam_tf
 from gradcam_tf.graph import FlatGraph
 
-GRADIENT_CAMS = [
-    gradcam_tf.GradCAM,
-    gradcam_tf.GradCAMPlusPlus,
-    gradcam_tf.XGradCAM,
-    gradcam_tf.LayerCAM,
-    gradcam_tf.HiResCAM,
-]
 FEATURES = [f"exit{k}_features" for k in (1, 2, 3)]
 HEAD_CONVS = [f"exit{k}_conv_out" for k in (1, 2, 3)]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return gradcam_models.multi_exit_cnn()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return gradcam_models.images(4)
 
 
 @pytest.fixture
@@ -49,10 +33,10 @@ def counters(monkeypatch):
     return counts
 
 
-def test_automatic_layers_are_each_exits_head(model):
-    cam = gradcam_tf.GradCAM(model)
+def test_automatic_layers_are_each_exits_head(multi_exit_model):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
     assert cam.target_layers == HEAD_CONVS
-    assert gradcam_tf.find_target_layers(model) == HEAD_CONVS
+    assert gradcam_tf.find_target_layers(multi_exit_model) == HEAD_CONVS
     assert cam.output_names == ["exit1_logits", "exit2_logits", "exit3_logits"]
 
 
@@ -61,40 +45,48 @@ def test_automatic_layers_are_each_exits_head(model):
     [("auto", 1), (HEAD_CONVS, 1), (FEATURES, 1), ("block1_out", 3)],
     ids=["auto", "head-convs", "features", "shared-block1"],
 )
-@pytest.mark.parametrize("method", GRADIENT_CAMS, ids=lambda m: m.__name__)
-def test_all_exits_at_once_equal_one_exit_at_a_time(model, images, method, layers, passes):
+@pytest.mark.parametrize("method", GRADIENT_CAMS, ids=method_id)
+def test_all_exits_at_once_equal_one_exit_at_a_time(
+    multi_exit_model, multi_exit_images, method, layers, passes
+):
     """All exits from the compiled one-pass graph; each exit alone from an eager explainer (so
     the comparison also covers compiled = eager, and each case traces one graph, not four)."""
-    cam, one_at_a_time = method(model), method(model, compiled=False)
+    cam, one_at_a_time = method(multi_exit_model), method(multi_exit_model, compiled=False)
     targets = [None, 2, np.array([0, 1, 2, 3])]
-    together = cam.explain(images, targets=targets, layers=layers)
+    together = cam.explain(multi_exit_images, targets=targets, layers=layers)
     assert cam.gradient_passes(layers=layers) == passes
     for k in range(3):
         layer = layers[k] if isinstance(layers, list) else layers
-        (alone,) = one_at_a_time.explain(images, targets=targets[k], layers=layer, outputs=k)
+        (alone,) = one_at_a_time.explain(
+            multi_exit_images, targets=targets[k], layers=layer, outputs=k
+        )
         assert alone.max() > 0.9  # informative map
         np.testing.assert_allclose(together[k], alone, atol=1e-6)
 
 
-def test_one_forward_and_one_backward_pass(model, images, counters):
-    cam = gradcam_tf.GradCAM(model)
-    maps = cam.explain(images, layers=FEATURES)
+def test_one_forward_and_one_backward_pass(multi_exit_model, multi_exit_images, counters):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    maps = cam.explain(multi_exit_images, layers=FEATURES)
     assert len(maps) == 3
     assert counters == {"forward": 1, "backward": 1}
 
 
-def test_fallback_is_one_forward_and_a_backward_pass_per_mixed_exit(model, images, counters):
-    cam = gradcam_tf.GradCAM(model)
-    cam.explain(images, layers="block1_out")  # exits 2 and 3 read block1_out through block 2
+def test_fallback_is_one_forward_and_a_backward_pass_per_mixed_exit(
+    multi_exit_model, multi_exit_images, counters
+):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    cam.explain(
+        multi_exit_images, layers="block1_out"
+    )  # exits 2 and 3 read block1_out through block 2
     assert counters == {"forward": 1, "backward": 3}
 
 
-def test_summing_exit_scores_naively_would_mix_exits(model, images):
+def test_summing_exit_scores_naively_would_mix_exits(multi_exit_model, multi_exit_images):
     """The reason for the taps: d(sum of scores)/d(exit1_features) is not d(score1)/d(...),
     because exits 2 and 3 read the same block; our maps equal the one-exit-at-a-time ones."""
-    features = [model.get_layer(name).output for name in FEATURES]
-    probe = keras.Model(model.inputs, [*features, *model.outputs])
-    x = tf.constant(images)
+    features = [multi_exit_model.get_layer(name).output for name in FEATURES]
+    probe = keras.Model(multi_exit_model.inputs, [*features, *multi_exit_model.outputs])
+    x = tf.constant(multi_exit_images)
     with tf.GradientTape() as tape:
         values = probe(x)
         acts, logits = values[:3], values[3:]
@@ -106,42 +98,48 @@ def test_summing_exit_scores_naively_would_mix_exits(model, images):
     for a, g in zip(acts, naive_grads):
         weights = tf.reduce_mean(g, axis=(1, 2))
         naive.append(gradcam_tf.normalize_maps(tf.nn.relu(tf.einsum("bhwc,bc->bhw", a, weights))))
-    ours = gradcam_tf.GradCAM(model).explain(images, layers=FEATURES, resize=None)
+    ours = gradcam_tf.GradCAM(multi_exit_model).explain(
+        multi_exit_images, layers=FEATURES, resize=None
+    )
     assert np.abs(naive[0] - ours[0]).max() > 1e-2  # exit 1 mixed with exits 2 and 3
     np.testing.assert_allclose(naive[2], ours[2], atol=1e-5)  # the last exit has no followers
 
 
-def test_inseparable_outputs_fall_back_exactly(images):
+def test_inseparable_outputs_fall_back_exactly(multi_exit_images):
     model = gradcam_models.shared_tail_cnn()
     cam = gradcam_tf.GradCAM(model)
     assert cam.target_layers == ["conv2", "conv2"]
     assert cam.gradient_passes() == 2
-    together = cam.explain(images)
+    together = cam.explain(multi_exit_images)
     for k in range(2):
-        np.testing.assert_allclose(together[k], cam.explain(images, outputs=k)[0], atol=1e-6)
+        np.testing.assert_allclose(
+            together[k], cam.explain(multi_exit_images, outputs=k)[0], atol=1e-6
+        )
     assert np.abs(together[0] - together[1]).max() > 1e-2
 
 
-def test_outputs_by_name_and_subset(model, images):
-    cam = gradcam_tf.GradCAM(model)
-    both = cam.explain(images, outputs=["exit3_logits", 0], layers=["exit3_conv_out", "auto"])
-    np.testing.assert_allclose(both[0], cam.explain(images, outputs=2)[0], atol=1e-6)
-    np.testing.assert_allclose(both[1], cam.explain(images, outputs=0)[0], atol=1e-6)
+def test_outputs_by_name_and_subset(multi_exit_model, multi_exit_images):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    both = cam.explain(
+        multi_exit_images, outputs=["exit3_logits", 0], layers=["exit3_conv_out", "auto"]
+    )
+    np.testing.assert_allclose(both[0], cam.explain(multi_exit_images, outputs=2)[0], atol=1e-6)
+    np.testing.assert_allclose(both[1], cam.explain(multi_exit_images, outputs=0)[0], atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "method",
     [*GRADIENT_CAMS, gradcam_tf.ScoreCAM, gradcam_tf.Saliency],
-    ids=lambda m: m.__name__,
+    ids=method_id,
 )
-def test_every_method_on_every_exit(model, images, method):
-    explainer = method(model)
-    maps = explainer.explain(images)
+def test_every_method_on_every_exit(multi_exit_model, multi_exit_images, method):
+    explainer = method(multi_exit_model)
+    maps = explainer.explain(multi_exit_images)
     assert len(maps) == 3
     for m in maps:
         assert m.shape == (4, 16, 16) and m.dtype == np.float32
         assert np.isfinite(m).all() and m.min() >= 0.0 and m.max() <= 1.0
-    raw = explainer.explain(images, normalize=False)
+    raw = explainer.explain(multi_exit_images, normalize=False)
     assert all(np.isfinite(m).all() for m in raw)
 
 
