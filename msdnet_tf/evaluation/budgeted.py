@@ -46,6 +46,7 @@ def _exact(value, name: str) -> Fraction:
 
 
 def _as_p(p) -> Fraction:
+    """q = p / 20, exactly (p a positive finite number)."""
     return _exact(p, "p") / 20
 
 
@@ -136,6 +137,7 @@ def budgeted_thresholds(val_probs, p) -> np.ndarray:
 
 
 def _as_thresholds(thresholds, num_exits: int) -> np.ndarray:
+    """`thresholds` as float64 ``(K,)``: one per exit, +-inf allowed, no NaN."""
     array = np.asarray(thresholds, dtype=np.float64)
     if array.shape != (num_exits,) or np.isnan(array).any():
         raise ValueError(

@@ -37,6 +37,7 @@ class SampleDifficulty:
 
     @property
     def num_exits(self) -> int:
+        """K, the number of exits."""
         return int(self.predictions.shape[1])
 
     def histogram(self) -> np.ndarray:

@@ -37,7 +37,19 @@ PROB_ATOL = 1e-3
 
 
 def as_scores(scores, name: str = "scores") -> np.ndarray:
-    """Returns the per-exit outputs as one float array (K, N, C), after checking them."""
+    """The per-exit outputs as one real array ``(K, N, C)``, after checking them.
+
+    Args:
+        scores: logits or probabilities, ``(K, N, C)`` or a list of K ``(N, C)`` arrays.
+        name: the argument's name in the messages.
+
+    Returns:
+        A float array ``(K, N, C)`` (integers become float64; float dtypes are kept).
+
+    Raises:
+        ValueError: not 3-D (or a list of unequal 2-D arrays), an empty axis, not real numbers,
+            or a NaN / infinite value (the message names the first one's exit, sample, class).
+    """
     if isinstance(scores, (list, tuple)):
         if len(scores) == 0:
             raise ValueError(f"`{name}` must hold at least one exit. Received: an empty list")
@@ -76,7 +88,12 @@ def as_scores(scores, name: str = "scores") -> np.ndarray:
 
 
 def as_probs(probs, name: str = "probs") -> np.ndarray:
-    """`as_scores` plus the check that every row is a probability distribution."""
+    """`as_scores` plus the check that every row is a probability distribution.
+
+    Raises:
+        ValueError: as `as_scores`, or a negative entry, or a row whose sum differs from 1 by
+            more than `PROB_ATOL`.
+    """
     array = as_scores(probs, name)
     if (array < 0).any():
         raise ValueError(
@@ -95,6 +112,12 @@ def as_probs(probs, name: str = "probs") -> np.ndarray:
 
 
 def as_labels(labels, num_samples: int, num_classes: int) -> np.ndarray:
+    """`labels` as an int64 array ``(N,)`` of class indices in ``[0, C)``.
+
+    Raises:
+        ValueError: not 1-D (e.g. one-hot), not integers, not `num_samples` long, or a label
+            outside ``[0, num_classes)`` (the message lists the offending values).
+    """
     array = np.asarray(labels)
     if array.ndim != 1:
         raise ValueError(
@@ -120,6 +143,11 @@ def as_labels(labels, num_samples: int, num_classes: int) -> np.ndarray:
 
 
 def as_flops(cumulative_flops, num_exits: int) -> np.ndarray:
+    """`cumulative_flops` as a float64 array ``(K,)``.
+
+    Raises:
+        ValueError: not one number per exit, or not finite, non-negative and non-decreasing.
+    """
     array = np.asarray(cumulative_flops, dtype=np.float64)
     if array.shape != (num_exits,):
         raise ValueError(
@@ -135,6 +163,11 @@ def as_flops(cumulative_flops, num_exits: int) -> np.ndarray:
 
 
 def as_class_names(class_names, num_classes: int) -> tuple[str, ...]:
+    """C class names as strings; None gives the class ids ``("0", "1", ...)``.
+
+    Raises:
+        ValueError: a single string, or not one name per class.
+    """
     if class_names is None:
         return tuple(str(c) for c in range(num_classes))
     if isinstance(class_names, str):
@@ -148,6 +181,13 @@ def as_class_names(class_names, num_classes: int) -> tuple[str, ...]:
     return names
 
 
-def check_pair(scores, labels, *, need_probs: bool):
+def check_pair(scores, labels, *, need_probs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(array (K, N, C), labels (N,))``, checked together: one label per sample, in range.
+
+    Args:
+        scores: per-exit outputs (see `as_scores`).
+        labels: integer class indices (see `as_labels`).
+        need_probs: check `scores` as probabilities (`as_probs`) rather than any real scores.
+    """
     array = as_probs(scores) if need_probs else as_scores(scores)
     return array, as_labels(labels, array.shape[1], array.shape[2])

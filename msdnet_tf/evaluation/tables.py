@@ -36,6 +36,7 @@ _INF_STRINGS = {"inf": math.inf, "-inf": -math.inf}
 
 
 def _pct(value, digits: int = 2) -> str:
+    """A fraction as a percentage with `digits` decimals; None as ``–``."""
     return "–" if value is None else f"{100.0 * value:.{digits}f}"
 
 
@@ -75,6 +76,7 @@ def per_class_markdown(table: PerClassAccuracy, classes: Sequence[int] | None = 
 
 
 def _csv_cell(value) -> str:
+    """One CSV cell: None empty, bools 1/0, floats at full precision (``repr``)."""
     if value is None:
         return ""
     if isinstance(value, (bool, np.bool_)):
