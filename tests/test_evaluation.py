@@ -226,6 +226,15 @@ def test_difficulty_csv_round_trip(tmp_path):
     assert names == {0: "cat", 1: "dog", 2: "truck"}
 
 
+def test_read_difficulty_csv_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No difficulty CSV at .*Received: .*missing"):
+        ev.read_difficulty_csv(tmp_path / "absent.csv")
+    other = tmp_path / "per_class.csv"
+    other.write_text("class_id,class_name,support,B1\n0,cat,2,0.5\n")
+    with pytest.raises(ValueError, match=r"not a difficulty CSV.*Received: columns \['class_id'"):
+        ev.read_difficulty_csv(other)
+
+
 # ------------------------------------------------------------------------------------------
 # Budgeted batch classification: hand-computed thresholds (N = 10, K = 3, C = 10)
 # ------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def write_report(
     val_probs=None,
     ps: Iterable = range(1, 40),
 ) -> dict:
-    """Writes every table and plot of this module into `run_dir`.
+    """Writes every table and plot of `msdnet_tf.evaluation` into `run_dir`.
 
     Files: ``per_exit.json``, ``per_exit.csv`` (top-1, top-5, ensemble top-1 and cumulative
     FLOPs per exit), ``per_class.csv``, ``per_class.png``, ``difficulty.csv``,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -154,10 +155,25 @@ def read_difficulty_csv(path) -> tuple[SampleDifficulty, dict[int, str]]:
     Returns:
         ``(difficulty, names)``: the `SampleDifficulty` and ``{label: class_name}`` for the
         labels present in the file.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: a column of `write_difficulty_csv` is missing, or the index column does not
+            count 0, 1, ...
     """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No difficulty CSV at {path}. Received: {path!r} (missing)")
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        pred_columns = [c for c in reader.fieldnames or [] if c.startswith("pred_B")]
+        columns = reader.fieldnames or []
+        pred_columns = [c for c in columns if c.startswith("pred_B")]
+        missing = [c for c in ("index", "label", "class_name") if c not in columns]
+        if missing or not pred_columns:
+            raise ValueError(
+                f"{path} is not a difficulty CSV (`write_difficulty_csv`): it needs the columns "
+                f"index, label, class_name and pred_B1... Received: columns {columns}"
+            )
         labels, preds, names = [], [], {}
         for i, row in enumerate(reader):
             if int(row["index"]) != i:
