@@ -54,8 +54,9 @@ from absl import app, flags  # noqa: E402
 
 from msdnet_tf.data import load_dataset  # noqa: E402
 from msdnet_tf.model.costs import per_exit_costs  # noqa: E402
-from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm  # noqa: E402
+from msdnet_tf.model.fold import fold_batchnorm  # noqa: E402
 from msdnet_tf.model.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.runtime import configure_cpu_threads  # noqa: E402
 from msdnet_tf.serving.engine import EarlyExitClassifier  # noqa: E402
 from msdnet_tf.serving.export import (  # noqa: E402
     to_tflite,

@@ -20,8 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm  # noqa: E402
+from msdnet_tf.model.fold import fold_batchnorm  # noqa: E402
 from msdnet_tf.model.presets import build_preset  # noqa: E402
+from msdnet_tf.runtime import configure_cpu_threads  # noqa: E402
 from msdnet_tf.serving.engine import EarlyExitClassifier  # noqa: E402
 
 

@@ -49,8 +49,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside this file)
 
-from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm  # noqa: E402
+from msdnet_tf.model.fold import fold_batchnorm  # noqa: E402
 from msdnet_tf.model.presets import PRESETS, build_preset  # noqa: E402
+from msdnet_tf.runtime import configure_cpu_threads  # noqa: E402
 from msdnet_tf.training.kernels import use_fast_kernels  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "Model preset.")

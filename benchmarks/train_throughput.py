@@ -45,8 +45,8 @@ from reference_torch import start_reference  # noqa: E402  (benchmarks/, beside 
 
 from msdnet_tf import training  # noqa: E402
 from msdnet_tf.config import base_config  # noqa: E402
-from msdnet_tf.model.fold import configure_cpu_threads  # noqa: E402
 from msdnet_tf.model.presets import PRESETS  # noqa: E402
+from msdnet_tf.runtime import configure_cpu_threads  # noqa: E402
 
 _PRESET = flags.DEFINE_enum("preset", "cifar10_anytime", sorted(PRESETS), "A CIFAR preset.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Global batch size.")

@@ -23,7 +23,7 @@ _EXPORTS = {
     "load_reference_weights": "msdnet_tf.model.convert",
     "base_config": "msdnet_tf.config",
     "fold_batchnorm": "msdnet_tf.model.fold",
-    "configure_cpu_threads": "msdnet_tf.model.fold",
+    "configure_cpu_threads": "msdnet_tf.runtime",
     "use_fast_kernels": "msdnet_tf.training.kernels",
     "use_standard_kernels": "msdnet_tf.training.kernels",
     "EarlyExitClassifier": "msdnet_tf.serving.engine",

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: C
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from msdnet_tf.serving.export import export_run
+from msdnet_tf.serving.export_check import export_run
 from msdnet_tf.training import train_and_evaluate
 from msdnet_tf.visualize import visualize_run
 

@@ -18,7 +18,8 @@ import os
 import keras
 from absl import app, flags, logging
 
-from msdnet_tf.serving.export import export_model, run_thresholds
+from msdnet_tf.serving.export import export_model
+from msdnet_tf.serving.export_check import run_thresholds
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (its model.keras).")
 _MODEL = flags.DEFINE_string("model", None, "A .keras model, instead of --workdir.")

@@ -11,15 +11,11 @@ import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.evaluation.predict import predict_probabilities
+from msdnet_tf.model.builder import num_exits
 from msdnet_tf.model.costs import layer_flops, per_exit_costs
 from msdnet_tf.model.presets import build_preset
-from msdnet_tf.serving.engine import (
-    EarlyExitClassifier,
-    block_stages,
-    exit_segments,
-    exit_stages,
-    num_exits,
-)
+from msdnet_tf.serving.engine import EarlyExitClassifier
+from msdnet_tf.serving.stages import block_stages, exit_segments, exit_stages
 from msdnet_tf.serving.thresholds import check_thresholds
 
 K = 3  # exits of the `testing` preset

@@ -16,10 +16,10 @@ from msdnet_tf.serving.engine import EarlyExitClassifier
 from msdnet_tf.serving.export import (
     export_model,
     export_saved_model,
-    run_thresholds,
     tflite_probabilities,
     to_tflite,
 )
+from msdnet_tf.serving.export_check import run_thresholds
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # Runs in a fresh Python: loads the SavedModel with TensorFlow alone (no msdnet_tf, no Keras
@@ -272,7 +272,7 @@ def evaluated_run(tmp_path_factory, testing_model):
 
 
 def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_path):
-    from msdnet_tf.serving.export import export_run
+    from msdnet_tf.serving.export_check import export_run
 
     check = export_run(evaluated_run, str(tmp_path / "export"), p=20, tflite=True, repeats=1)
     assert sorted(os.listdir(tmp_path / "export")) == [
@@ -301,7 +301,7 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
 
 
 def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
-    from msdnet_tf.serving.export import export_run
+    from msdnet_tf.serving.export_check import export_run
 
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)

@@ -10,21 +10,15 @@ import tensorflow as tf
 
 from msdnet_tf import evaluation
 from msdnet_tf.serving import lite
-from msdnet_tf.serving.engine import exit_segments
 from msdnet_tf.serving.export import (
     tflite_probabilities,
     to_tflite,
     to_tflite_segments,
     to_tflite_single_image,
 )
-from msdnet_tf.serving.lite import (
-    LiteClassifier,
-    LiteEarlyExit,
-    _even_slices,
-    _runs,
-    _Schedule,
-    interpreter,
-)
+from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit, interpreter
+from msdnet_tf.serving.lite_schedule import Schedule, even_slices, row_runs
+from msdnet_tf.serving.stages import exit_segments
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +169,7 @@ def test_early_exit_equals_the_simulated_evaluation(
 
 @pytest.mark.parametrize("n, count", [(64, 4), (150, 10), (10, 3), (7, 2), (2, 2), (17, 1)])
 def test_batches_are_cut_into_contiguous_near_equal_slices(n, count):
-    slices = _even_slices(n, count)
+    slices = even_slices(n, count)
     sizes = [s.stop - s.start for s in slices]
     assert len(slices) == count and slices[0].start == 0 and slices[-1].stop == n
     assert all(a.stop == b.start for a, b in zip(slices[:-1], slices[1:]))
@@ -183,10 +177,10 @@ def test_batches_are_cut_into_contiguous_near_equal_slices(n, count):
 
 
 def test_stayer_rows_are_copied_as_runs_of_consecutive_rows():
-    assert _runs(np.array([0, 1, 2, 5, 6, 9])) == [(0, 3), (5, 7), (9, 10)]
-    assert _runs(np.array([3])) == [(3, 4)]
-    assert _runs(np.arange(16)) == [(0, 16)]
-    assert _runs(np.array([0, 2, 4])) == [(0, 1), (2, 3), (4, 5)]
+    assert row_runs(np.array([0, 1, 2, 5, 6, 9])) == [(0, 3), (5, 7), (9, 10)]
+    assert row_runs(np.array([3])) == [(3, 4)]
+    assert row_runs(np.arange(16)) == [(0, 16)]
+    assert row_runs(np.array([0, 2, 4])) == [(0, 1), (2, 3), (4, 5)]
 
 
 def _wait_until(condition, seconds: float = 30) -> bool:
@@ -200,7 +194,7 @@ def _wait_until(condition, seconds: float = 30) -> bool:
 
 
 def test_schedule_hands_sub_batches_out_then_stayers_to_a_waiting_worker():
-    schedule = _Schedule([slice(0, 4), slice(4, 8)], workers=2)
+    schedule = Schedule([slice(0, 4), slice(4, 8)], workers=2)
     assert schedule.take(0) == slice(0, 4) and schedule.take(0) == slice(4, 8)
     assert schedule.helper() is None  # worker 1 has not asked yet: nobody waits
     taken = []
@@ -238,12 +232,12 @@ def test_stayers_handed_to_an_idle_worker_keep_the_decisions(
     engine = LiteEarlyExit(segments, thresholds, workers=2, sub_batch=16)
     schedules = []
 
-    class RecordedSchedule(lite._Schedule):
+    class RecordedSchedule(lite.Schedule):
         def __init__(self, *args):
             super().__init__(*args)
             schedules.append(self)
 
-    monkeypatch.setattr(lite, "_Schedule", RecordedSchedule)
+    monkeypatch.setattr(lite, "Schedule", RecordedSchedule)
     for chain in engine._runners:
 
         def run_when_a_worker_waits(run=chain[1].run):

@@ -7,8 +7,9 @@ import pytest
 from helpers import randomize_batchnorm
 
 from msdnet_tf.model.convert import load_reference_weights
-from msdnet_tf.model.fold import configure_cpu_threads, fold_batchnorm, foldable_pairs
+from msdnet_tf.model.fold import fold_batchnorm, foldable_pairs
 from msdnet_tf.model.presets import build_preset
+from msdnet_tf.runtime import configure_cpu_threads
 
 
 def _outputs(model, x):

@@ -6,6 +6,7 @@ from msdnet_tf.model.builder import (
     build_msdnet,
     exit_feature_layer_names,
     exit_head_conv_layer_names,
+    num_exits,
     plan_msdnet,
 )
 from msdnet_tf.model.convert import (
@@ -31,6 +32,7 @@ __all__ = [
     "format_cost_table",
     "layer_flops",
     "load_reference_weights",
+    "num_exits",
     "per_exit_costs",
     "plan_msdnet",
     "preset_kwargs",

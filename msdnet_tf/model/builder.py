@@ -33,6 +33,7 @@ __all__ = [
     "exit_feature_layer_names",
     "exit_head_conv_layer_names",
     "block_output_layer_names",
+    "num_exits",
     "plan_msdnet",
 ]
 
@@ -506,18 +507,32 @@ def build_msdnet(
 # --------------------------------------------------------------------------------------------
 
 
-def _exit_count(model: keras.Model) -> int:
-    return sum(1 for layer in model.layers if layer.name.endswith("_logits"))
+def num_exits(model: keras.Model) -> int:
+    """Number of exits of an MSD-Net: its layers named ``exit1_logits``, ``exit2_logits``, ...
+
+    Raises:
+        ValueError: `model` has no layer ``exit1_logits`` (not built by `build_msdnet`).
+    """
+    names = {layer.name for layer in model.layers}
+    count = 0
+    while f"exit{count + 1}_logits" in names:
+        count += 1
+    if count == 0:
+        raise ValueError(
+            "Expected an MSD-Net with outputs named `exit1_logits`, ... (msdnet_tf.build_msdnet). "
+            f"Received: a model named {model.name!r} without them"
+        )
+    return count
 
 
 def exit_feature_layer_names(model: keras.Model) -> list[str]:
     """Names of the maps each exit reads (coarsest block output), one per exit, in exit order."""
-    return [f"exit{k}_features" for k in range(1, _exit_count(model) + 1)]
+    return [f"exit{k}_features" for k in range(1, num_exits(model) + 1)]
 
 
 def exit_head_conv_layer_names(model: keras.Model) -> list[str]:
     """Names of each exit head's last conv activation, one per exit, in exit order."""
-    return [f"exit{k}_conv_out" for k in range(1, _exit_count(model) + 1)]
+    return [f"exit{k}_conv_out" for k in range(1, num_exits(model) + 1)]
 
 
 def block_output_layer_names(model: keras.Model, block: int) -> list[str]:

@@ -1,13 +1,10 @@
-"""Inference-time graph rewrites and CPU settings for fast MSD-Net inference.
+"""BatchNorm folding, an inference-time graph rewrite for fast MSD-Net inference.
 
-* `fold_batchnorm(model)`: a new functional model in which every ``Conv -> BatchNormalization``
-  pair is one convolution with bias (the BatchNorm's inference-mode affine map folded into kernel
-  and bias). Outputs equal the original model's in inference mode to float32 rounding; the graph
-  loses one multiply and one add per conv, and TensorFlow's grappler then fuses
-  conv + bias + ReLU into one oneDNN kernel.
-* `configure_cpu_threads(intra, inter)`: TensorFlow's thread pools. MSD-Net is many small
-  convolutions on independent branches; one thread per op with two ops in flight beats two
-  threads per op on a 2-core CPU (see ``benchmarks/RESULTS.md``).
+`fold_batchnorm(model)`: a new functional model in which every ``Conv -> BatchNormalization``
+pair is one convolution with bias (the BatchNorm's inference-mode affine map folded into kernel
+and bias). Outputs equal the original model's in inference mode to float32 rounding; the graph
+loses one multiply and one add per conv, and TensorFlow's grappler then fuses conv + bias + ReLU
+into one oneDNN kernel. (TensorFlow's CPU thread pools: `msdnet_tf.runtime`.)
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import copy
 import keras
 import numpy as np
 
-__all__ = ["configure_cpu_threads", "fold_batchnorm", "foldable_pairs"]
+__all__ = ["fold_batchnorm", "foldable_pairs"]
 
 _CONV_CLASSES = ("Conv1D", "Conv2D", "Conv3D")
 
@@ -192,34 +189,3 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         elif source.weights:
             layer.set_weights(source.get_weights())
     return folded
-
-
-def configure_cpu_threads(intra: int | None = 1, inter: int | None = 2) -> None:
-    """Set TensorFlow's CPU thread pools; call before TensorFlow runs any op.
-
-    MSD-Net's branches are independent small convolutions: with ``intra=1`` each op runs on one
-    thread and the executor runs ``inter`` of them at once, which on 2 cores measured faster
-    than the default (both pools sized to the core count). ``None`` leaves a pool unchanged;
-    0 means TensorFlow's default.
-
-    Args:
-        intra: threads one op may use (``tf.config.threading.set_intra_op_parallelism_threads``).
-        inter: ops run concurrently (``tf.config.threading.set_inter_op_parallelism_threads``).
-
-    Raises:
-        ValueError: a negative or non-integer count.
-        RuntimeError: TensorFlow has already started its thread pools with other sizes.
-    """
-    import tensorflow as tf
-
-    for name, value in (("intra", intra), ("inter", inter)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be None or a non-negative integer. Received: {name}={value!r}"
-            )
-    if intra is not None and tf.config.threading.get_intra_op_parallelism_threads() != intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter is not None and tf.config.threading.get_inter_op_parallelism_threads() != inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)

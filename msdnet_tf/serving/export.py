@@ -15,12 +15,11 @@ float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reloa
 ``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
 
 `to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
-flatbuffer (run it with `msdnet_tf.serving.lite.LiteClassifier`, the fastest CPU path). A TFLite
-graph
-cannot drop some of a batch's images half-way, so `to_tflite_segments` cuts the model at its
-exits into K flatbuffers, which `msdnet_tf.serving.lite.LiteEarlyExit` chains into a real early
-exit;
-`to_tflite_single_image` is the early exit of one image as one graph (TFLite ``IF`` ops).
+flatbuffer (run it with `msdnet_tf.serving.lite.LiteClassifier`, the fastest CPU path). A
+TFLite graph cannot drop some of a batch's images half-way, so `to_tflite_segments` cuts the
+model at its exits into K flatbuffers, which `msdnet_tf.serving.lite.LiteEarlyExit` chains into
+a real early exit; `to_tflite_single_image` is the early exit of one image as one graph (TFLite
+``IF`` ops). `msdnet_tf.serving.export_check.export_run` checks a training run's export.
 
 Example:
     >>> export_model(model, "export", thresholds=thresholds, tflite=True)
@@ -30,34 +29,21 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf import evaluation
-from msdnet_tf.common import json_value, write_json
-from msdnet_tf.serving.engine import (
-    EarlyExitClassifier,
-    block_stages,
-    exit_segments,
-    exit_stages,
-    num_exits,
-)
-from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit, interpreter, tensorflow_lite
+from msdnet_tf.common import write_json
+from msdnet_tf.model.builder import num_exits
+from msdnet_tf.serving.engine import EarlyExitClassifier
+from msdnet_tf.serving.lite import interpreter, tensorflow_lite
+from msdnet_tf.serving.stages import exit_segments
 from msdnet_tf.serving.thresholds import check_thresholds
 
 __all__ = [
-    # Re-exported from msdnet_tf.serving.engine, where they live.
-    "EarlyExitClassifier",
-    "block_stages",
-    "check_thresholds",
-    "exit_stages",
     "export_model",
-    "export_run",
     "export_saved_model",
-    "run_thresholds",
     "tflite_probabilities",
     "to_tflite",
     "to_tflite_segments",
@@ -69,7 +55,7 @@ class _Serving(tf.Module):
     """What the SavedModel holds: the model's variables and the graph functions.
 
     The Keras model itself is not tracked (only reached through the functions' closures): the
-    SavedModel then holds plain variables and graphs, and saves about twice as fast.
+    SavedModel then holds plain variables and graphs, and saves faster.
     """
 
     def __init__(self, model: keras.Model, thresholds=None, fold: bool = False):
@@ -120,7 +106,8 @@ def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: boo
             `msdnet_tf.serving.thresholds.check_thresholds`): stored as the variable
             ``thresholds`` and served by the ``early_exit_default(images)`` signature.
         fold: serve `msdnet_tf.model.fold.fold_batchnorm(model)` (BatchNorm folded into the
-            convolutions; about 1.4x faster on CPU, probabilities within ~1e-6 of `model`'s).
+            convolutions; faster on CPU, probabilities equal to `model`'s up to float32
+            round-off; see `msdnet_tf.serving.engine.EarlyExitClassifier`).
 
     Returns:
         `path`.
@@ -192,19 +179,17 @@ def to_tflite_segments(model: keras.Model, split_blocks=None) -> list[bytes]:
     Segment k's signature ``serving_default`` takes ``in0``, ``in1``... (the image for k = 1,
     then what segment k-1 returned as ``out0``, ``out1``...) and returns ``probs`` (exit k's
     softmax, ``[N, classes]``) and ``out0``... for segment k+1.
-    `msdnet_tf.serving.lite.LiteEarlyExit`
-    chains them with a real early exit on batches, which one TFLite graph cannot express.
+    `msdnet_tf.serving.lite.LiteEarlyExit` chains them with a real early exit on batches, which
+    one TFLite graph cannot express.
 
     Args:
         model: an MSD-Net.
-        split_blocks: as in `msdnet_tf.serving.engine.exit_stages`. Default: every block, so that
-            a sample leaving at exit k never computes block k's maps that only block k+1 reads.
-            On TFLite a split costs the samples that stay one more copy of maps, nothing else
-            (a single-threaded interpreter runs no exit head beside the next block, as
-            TensorFlow's inter-op threads do): paired A/B on the 2-core VM, worst budget of
-            each run: CIFAR batch 64 87-91% of the FLOPs-predicted speed-up against 79-85%
-            with block 1 alone split, digits batch 1 84-91% against 82-85%, the others on
-            par (benchmarks/lite_split.py, benchmarks/RESULTS.md).
+        split_blocks: as in `msdnet_tf.serving.stages.exit_stages`. Default: every block, so
+            that a sample leaving at exit k never computes block k's maps that only block k+1
+            reads. On TFLite a split costs the samples that stay one more copy of maps, nothing
+            else (a single-threaded interpreter runs no exit head beside the next block, as
+            TensorFlow's inter-op threads do); the comparison with block 1 alone split:
+            benchmarks/lite_split.py, benchmarks/RESULTS.md.
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
@@ -272,8 +257,7 @@ def tflite_probabilities(content: bytes, images, num_threads: int | None = None)
     """Runs a `to_tflite` flatbuffer on `images`: ``(K, N, classes)`` probabilities.
 
     One interpreter on the whole batch, `num_threads` threads
-    (`msdnet_tf.serving.lite.LiteClassifier`
-    is the fast way on a multi-core CPU).
+    (`msdnet_tf.serving.lite.LiteClassifier` is the fast way on a multi-core CPU).
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
@@ -282,26 +266,6 @@ def tflite_probabilities(content: bytes, images, num_threads: int | None = None)
     outputs = runner(images=np.asarray(images, np.float32))
     names = sorted(outputs, key=lambda name: int(name[len("exit") : -len("_probs")]))
     return np.stack([outputs[name] for name in names])
-
-
-def run_thresholds(workdir: str, p) -> np.ndarray:
-    """Thresholds of budget level `p` (q = p / 20) from a run's ``budgeted.json``.
-
-    Raises:
-        FileNotFoundError: the run has no ``budgeted.json``.
-        ValueError: `p` is not one of its budget levels.
-    """
-    path = os.path.join(workdir, "budgeted.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No budgeted evaluation in the run folder. Received: {path} (missing)"
-        )
-    records = {float(r["p"]): r for r in evaluation.read_budgeted_json(path)["records"]}
-    if float(p) not in records:
-        raise ValueError(
-            f"`p` must be a budget level of {path}: {sorted(records)}. Received: p={p}"
-        )
-    return records[float(p)]["thresholds"]
 
 
 def export_model(
@@ -348,171 +312,3 @@ def export_model(
         with open(os.path.join(paths["tflite_segments"], "single_image.tflite"), "wb") as f:
             f.write(to_tflite_single_image(model))
     return paths
-
-
-def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
-    """The TFLite files against the Keras model: accuracy per exit, and the TFLite early exit
-    against the simulated evaluation of the TFLite probabilities, with its wall-clock speed-up
-    over the full TFLite model (`msdnet_tf.serving.lite`, sub-batches on every core)."""
-    classifier = LiteClassifier(paths["tflite"])
-    lite = classifier(images)
-    engine = LiteEarlyExit(paths["tflite_segments"], thresholds)
-    out = engine(images)
-    simulated = evaluation.budgeted_evaluate(lite, labels, thresholds, flops)
-    counts = np.bincount(out["exit_index"], minlength=len(flops))
-    singles = [engine(images[i : i + 1]) for i in range(min(len(images), 64))]
-    full_seconds = _median_seconds(lambda: classifier(images), repeats)
-    early_seconds = _median_seconds(lambda: engine(images), repeats)
-    return {
-        "top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in lite],
-        "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
-        "max_abs_diff": float(np.abs(lite - test_probs).max()),
-        "early_exit": {
-            "accuracy": float(np.mean(out["class_id"] == labels)),
-            "exit_counts": counts.tolist(),
-            "equals_simulated_evaluation": bool(
-                np.array_equal(out["exit_index"], simulated.exit_index)
-                and np.array_equal(out["class_id"], simulated.predictions)
-            ),
-            "single_images_equal_simulated_evaluation": all(
-                (one["exit_index"][0], one["class_id"][0])
-                == (simulated.exit_index[i], simulated.predictions[i])
-                for i, one in enumerate(singles)
-            ),
-            "full_s": full_seconds,
-            "early_exit_s": early_seconds,
-            "measured_speedup": full_seconds / early_seconds,
-            "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
-        },
-    }
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls of `fn` (call it once before, to warm it up)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _batched(signature, images: np.ndarray, batch_size: int, **kwargs) -> dict:
-    """`signature` over `images` in chunks of `batch_size`; outputs concatenated (numpy)."""
-    chunks = [
-        signature(images=tf.constant(images[i : i + batch_size]), **kwargs)
-        for i in range(0, len(images), batch_size)
-    ]
-    return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
-
-
-def export_run(
-    workdir: str,
-    out_dir: str | None = None,
-    p=20,
-    tflite: bool = True,
-    batch_size: int = 64,
-    repeats: int = 3,
-) -> dict:
-    """Exports a training run and checks the export against the run's own evaluation.
-
-    Writes every format of `export_model` into `out_dir` (default ``workdir/export``), with the
-    thresholds of budget level `p` of the run's ``budgeted.json`` as the default early-exit
-    thresholds; then reloads the SavedModel with `tf.saved_model.load` and, on the test split:
-
-    * ``serving_default``: the largest deviation from the run's ``probabilities.npz``;
-    * ``early_exit_default``: accuracy, exit counts and expected FLOPs, and whether every
-      sample's exit and class equal the simulated budgeted evaluation
-      (`msdnet_tf.evaluation.budgeted_evaluate`) on the same thresholds;
-    * wall-clock time of both signatures over the test split (median of `repeats`, batches of
-      `batch_size`), the measured speed-up and the one the FLOPs predict;
-    * with `tflite`, the TFLite model's per-exit test accuracy next to the Keras model's, and
-      the TFLite early exit (`msdnet_tf.serving.lite.LiteEarlyExit` on the same thresholds): whether
-      it equals the simulated evaluation of the TFLite probabilities, and its wall-clock
-      speed-up over the full TFLite model (`msdnet_tf.serving.lite.LiteClassifier`), whole test
-      split
-      per call.
-
-    The results go to ``out_dir/export_check.json`` and are returned.
-
-    Args:
-        workdir: a finished run folder (``model.keras``, ``config.json``, ``budgeted.json``,
-            ``probabilities.npz``).
-        out_dir: output folder; default ``workdir/export``.
-        p: the budget level (q = p / 20) whose thresholds become the default ones.
-        tflite: also convert to TFLite and check its accuracy.
-        batch_size: batch size of the checks and timings.
-        repeats: timed passes over the test split per signature.
-
-    Returns:
-        The dict written to ``export_check.json``.
-
-    Raises:
-        FileNotFoundError: the run folder lacks one of the files above.
-        ValueError: `p` is not a budget level of the run.
-    """
-    from msdnet_tf.evaluation.predict import load_run
-    from msdnet_tf.model.costs import per_exit_costs
-    from msdnet_tf.training import load_splits
-
-    model, config = load_run(workdir)
-    probabilities = os.path.join(workdir, "probabilities.npz")
-    if not os.path.exists(probabilities):
-        raise FileNotFoundError(
-            f"The run has no test-set probabilities (scripts/evaluate.py writes them). "
-            f"Received: {probabilities} (missing)"
-        )
-    thresholds = run_thresholds(workdir, p)
-    out_dir = out_dir or os.path.join(workdir, "export")
-    paths = export_model(model, out_dir, thresholds=thresholds, tflite=tflite)
-
-    splits = load_splits(config, batch_size=batch_size)
-    images = splits.normalize(splits.test_images())
-    with np.load(probabilities) as saved:
-        test_probs, labels = saved["test_probs"], saved["test_labels"]
-    flops = [c.cumulative_flops for c in per_exit_costs(model)]
-    simulated = evaluation.budgeted_evaluate(test_probs, labels, thresholds, flops)
-
-    loaded = tf.saved_model.load(paths["saved_model"])
-    serving = loaded.signatures["serving_default"]
-    early = loaded.signatures["early_exit_default"]
-    probs = _batched(serving, images, batch_size)
-    served = np.stack([probs[f"exit{k}_probs"] for k in range(1, len(flops) + 1)])
-    out = _batched(early, images, batch_size)
-    exits = out["exit_index"].astype(np.int64)
-    classes = out["class_id"].astype(np.int64)
-    counts = np.bincount(exits, minlength=len(flops))
-    # Both signatures have just run once over the test split: they are warm.
-    full_seconds = _median_seconds(lambda: _batched(serving, images, batch_size), repeats)
-    early_seconds = _median_seconds(lambda: _batched(early, images, batch_size), repeats)
-    check = {
-        "p": float(p),
-        "thresholds": thresholds,
-        "test_images": int(len(images)),
-        "serving_max_abs_diff": float(np.abs(served - test_probs).max()),
-        "early_exit": {
-            "accuracy": float(np.mean(classes == labels)),
-            "exit_counts": counts.tolist(),
-            "expected_mflops": float(np.dot(counts, flops) / len(images) / 1e6),
-            "full_model_mflops": float(flops[-1] / 1e6),
-            "equals_simulated_evaluation": bool(
-                np.array_equal(exits, simulated.exit_index)
-                and np.array_equal(classes, simulated.predictions)
-            ),
-            "simulated_accuracy": float(simulated.accuracy),
-        },
-        "timing": {
-            "batch_size": int(batch_size),
-            "serving_default_s": full_seconds,
-            "early_exit_default_s": early_seconds,
-            "measured_speedup": full_seconds / early_seconds,
-            "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
-        },
-        "paths": paths,
-    }
-    if tflite:
-        check["tflite"] = _tflite_check(paths, images, labels, test_probs, thresholds, flops,
-                                        repeats)  # fmt: skip
-    check = json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
-    write_json(check, os.path.join(out_dir, "export_check.json"))
-    return check

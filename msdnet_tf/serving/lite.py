@@ -12,15 +12,18 @@ channels). `LiteClassifier` adds what a server wants on top:
   threads inside each layer, as a multi-threaded interpreter needs.
 
 Outputs are the exits' softmax probabilities, equal to the Keras model's up to float32
-round-off (XNNPACK sums in another order: ~1e-6). Measured speed: benchmarks/RESULTS.md.
+round-off (XNNPACK sums in another order). Measured speed: benchmarks/RESULTS.md.
 
 `LiteEarlyExit` is a real early exit on the same runtime: a TFLite graph cannot drop some of a
 batch's images half-way, so `msdnet_tf.serving.export.to_tflite_segments` cuts the model at its
-exits
-into K flatbuffers (`msdnet_tf.serving.engine.exit_segments`) and the engine chains them, sending
-to segment k+1 only the images whose exit-k confidence is below ``T_k``. Single images can take
+exits into K flatbuffers (`msdnet_tf.serving.stages.exit_segments`) and the engine chains them,
+sending to segment k+1 only the images whose exit-k confidence is below ``T_k``
+(`msdnet_tf.serving.lite_schedule` shares the work among the workers). Single images can take
 `msdnet_tf.serving.export.to_tflite_single_image`'s graph instead (the decisions as TFLite ``IF``
 ops).
+
+Images are checked once per call (`msdnet_tf.common.check_image_batch`): float ``(N, H, W, C)``
+model inputs, normalised as the model expects; raw ``uint8`` pixels and NaN are rejected.
 
 Example:
     >>> from msdnet_tf.serving.export import to_tflite, to_tflite_segments
@@ -42,6 +45,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from msdnet_tf.common import check_positive_int
+from msdnet_tf.serving.lite_schedule import (
+    Schedule,
+    Segment,
+    SingleImage,
+    cache_sized_batch,
+    even_slices,
+)
 from msdnet_tf.serving.thresholds import check_thresholds
 
 __all__ = ["LiteClassifier", "LiteEarlyExit", "interpreter"]
@@ -148,7 +158,7 @@ class _ParallelLite:
         if n <= self.sub_batch:
             return [slice(0, n)]
         count = -(-n // self.sub_batch)
-        return _even_slices(n, count)
+        return even_slices(n, count)
 
 
 class LiteClassifier(_ParallelLite):
@@ -160,8 +170,7 @@ class LiteClassifier(_ParallelLite):
 
     Args:
         content: a `msdnet_tf.serving.export.to_tflite` flatbuffer (bytes) or the path of a
-        ``.tflite``
-            file holding one.
+            ``.tflite`` file holding one.
         workers: interpreters run concurrently, one thread each (default: ``os.cpu_count()``).
         sub_batch: images per interpreter call; a batch of N images makes ``ceil(N /
             sub_batch)`` calls. 16 keeps a CIFAR-size model's activations in cache.
@@ -202,12 +211,12 @@ class LiteClassifier(_ParallelLite):
 
     def _map_shares(self, images: np.ndarray) -> list:
         """`_run_share` of each worker's share of `images` (near-equal, contiguous parts),
-        concurrently, in input order. A new batch size costs an interpreter a re-plan (~0.1 ms),
-        not a re-conversion."""
+        concurrently, in input order. A new batch size costs an interpreter a re-plan, not a
+        re-conversion."""
         count = min(self.workers, len(images))
         if count <= 1:
             return [self._run_share(0, images)]
-        shares = [images[share] for share in _even_slices(len(images), count)]
+        shares = [images[share] for share in even_slices(len(images), count)]
         return list(self._pool.map(self._run_share, range(count), shares))
 
     def _run_share(self, worker, share):
@@ -263,7 +272,7 @@ class LiteEarlyExit(_ParallelLite):
     output buffers into segment 2's input buffers) and go on, and so on; the last exit takes
     everyone left, and a segment no image reaches is not run. Sub-batches are handed out one at
     a time to whichever worker is free (how far a sub-batch goes varies); once none is left, a
-    worker with stayers to send on hands half of them to an idle worker (`_Schedule`), straight
+    worker with stayers to send on hands half of them to an idle worker (`Schedule`), straight
     into that worker's buffers (the same single copy). A single image takes
     a shorter path with no bookkeeping. Decisions and classes are those of
     `msdnet_tf.evaluation.exit_indices` on the TFLite model's probabilities (thresholds rounded
@@ -271,15 +280,14 @@ class LiteEarlyExit(_ParallelLite):
     `msdnet_tf.serving.engine.EarlyExitClassifier` does on the Keras model's.
 
     Args:
-        segments: the K flatbuffers of `msdnet_tf.serving.export.to_tflite_segments` (bytes or
-        paths),
-            or a folder holding ``segment1.tflite`` ... ``segmentK.tflite``.
+        segments: the K flatbuffers of `msdnet_tf.serving.export.to_tflite_segments` (bytes
+            or paths), or a folder holding ``segment1.tflite`` ... ``segmentK.tflite``.
         thresholds: default thresholds, K values (or K-1); a call can give others.
         workers: interpreter sets run concurrently, one thread each (default: the cores).
         sub_batch: images per sub-batch; 1 serves single images with no batching at all.
-            Default: as many as keep the maps handed between segments within ~6 MiB (20 on
-            the CIFAR 7-exit model, 32 on the digits model, segments of every block split;
-            see `_cache_sized_batch`). A batch is cut into at least one sub-batch per worker.
+            Default: as many as keep the maps handed between segments within
+            `msdnet_tf.serving.lite_schedule.MAPS_PER_SUB_BATCH` bytes (`cache_sized_batch`).
+            A batch is cut into at least one sub-batch per worker.
         threads: threads of each interpreter (see `LiteClassifier`).
         single_image: the `msdnet_tf.serving.export.to_tflite_single_image` flatbuffer (bytes or
             path; found by itself as ``single_image.tflite`` in a `segments` folder): single
@@ -315,18 +323,21 @@ class LiteEarlyExit(_ParallelLite):
         self.num_exits = len(contents)
         self._runners = [self._chain(contents) for _ in range(self.workers)]
         if sub_batch is None:
-            self.sub_batch = _cache_sized_batch(self._runners[0])
+            self.sub_batch = cache_sized_batch(self._runners[0])
         if single_image is None and isinstance(segments, (str, os.PathLike)):
             found = os.path.join(os.fspath(segments), "single_image.tflite")
             single_image = found if os.path.isfile(found) else None
-        self._single = None
-        if single_image is not None:
-            self._single = _SingleImage(
-                _read(single_image), self.threads, self.num_exits, self.image_shape
-            )
+        self._single = None if single_image is None else self._single_image(_read(single_image))
         self.thresholds = None if thresholds is None else self._thresholds(thresholds)
         self._counts = np.zeros((self.workers, self.num_exits), np.int64)  # one row per worker
         self.handed_over = 0
+
+    def _single_image(self, content: bytes) -> SingleImage:
+        single = interpreter(content, self.threads)
+        runner = single.get_signature_runner(_SIGNATURE)
+        details = runner.get_input_details(), runner.get_output_details()
+        del runner  # it references the interpreter's data: TFLite would refuse to allocate
+        return SingleImage(single, *details, self.num_exits, self.image_shape)
 
     @property
     def segment_images(self) -> np.ndarray:
@@ -360,14 +371,14 @@ class LiteEarlyExit(_ParallelLite):
             if k == 1:
                 self.image_shape = tuple(int(d) for d in shapes[0])
                 self.num_classes = int(outputs["probs"]["shape"][-1])
-            runners.append(_Segment(runner_interpreter, inputs, outputs))
+            runners.append(Segment(runner_interpreter, inputs, outputs))
             carried = follows
         return runners
 
     def _thresholds(self, thresholds) -> np.ndarray:
         """`check_thresholds` of `thresholds`, remembered for the next call: a server passing
-        the same values with every request pays the checks (~15 us, a tenth of the digits
-        model's segment 1 on one image) once."""
+        the same values with every request pays the checks once (they cost a noticeable part
+        of a small model's single-image call)."""
         values = np.asarray(thresholds)
         key = (
             (values.dtype.str, values.shape, values.tobytes())
@@ -416,12 +427,12 @@ class LiteEarlyExit(_ParallelLite):
 
     def _run_parts(self, images, t, result):
         """The sub-batches of `images`, each through the segments as far as any of its images
-        goes, on all workers (`_Schedule`): sub-batches go to whichever worker is free, and
+        goes, on all workers (`Schedule`): sub-batches go to whichever worker is free, and
         once none is left, a worker whose images go on hands half of them to an idle one."""
         n = len(images)
         count = min(self.workers, n)
-        parts = _even_slices(n, max(count, -(-n // self.sub_batch)))  # one per worker at least
-        schedule = _Schedule(parts, count)
+        parts = even_slices(n, max(count, -(-n // self.sub_batch)))  # one per worker at least
+        schedule = Schedule(parts, count)
 
         def work(worker):
             try:
@@ -490,183 +501,3 @@ class LiteEarlyExit(_ParallelLite):
                 schedule.hand_over(helper, (k + 1, positions[half:]))
                 rows, positions = rows[:half], positions[:half]
             segment.pass_on(chain[k + 1], rows)
-
-
-class _SingleImage:
-    """The `to_tflite_single_image` interpreter: one image and the thresholds in, (class id,
-    confidence, exit index) out."""
-
-    _INPUTS = ("images", "thresholds")
-    _RETURNED = ("class_id", "probability", "exit_index")  # the order __call__ returns
-    _OUTPUTS = tuple(sorted(_RETURNED))
-
-    def __init__(self, content: bytes, threads: int, num_exits: int, image_shape):
-        self.interpreter = interpreter(content, threads)
-        runner = self.interpreter.get_signature_runner(_SIGNATURE)
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        shapes = {name: tuple(int(d) for d in inputs[name]["shape"]) for name in inputs}
-        if (
-            sorted(inputs) != list(self._INPUTS)
-            or sorted(outputs) != list(self._OUTPUTS)
-            or (shapes != {"images": (1, *image_shape), "thresholds": (num_exits,)})
-        ):
-            raise ValueError(
-                "`single_image` is not the flatbuffer of "
-                "msdnet_tf.serving.export.to_tflite_single_image "
-                f"for these segments (inputs images (1, {', '.join(map(str, image_shape))}) and "
-                f"thresholds ({num_exits},); outputs {', '.join(self._OUTPUTS)}). Received: "
-                f"inputs {shapes}, outputs {sorted(outputs)}"
-            )
-        del runner  # it references the interpreter's data: TFLite would refuse to allocate
-        self.interpreter.allocate_tensors()
-        self.images, self.thresholds = (inputs[name]["index"] for name in self._INPUTS)
-        self.outputs = [outputs[name]["index"] for name in self._RETURNED]
-
-    def __call__(self, image: np.ndarray, thresholds: np.ndarray):
-        self.interpreter.set_tensor(self.images, image)
-        self.interpreter.set_tensor(self.thresholds, thresholds)
-        self.interpreter.invoke()
-        class_id, confidence, k = (self.interpreter.get_tensor(i) for i in self.outputs)
-        return int(class_id), confidence, int(k)
-
-
-class _Schedule:
-    """The work of one batch, shared by `workers` threads: first the sub-batches, one at a
-    time to whichever worker asks; then, as workers run out of them, stayers handed over.
-
-    A worker with no sub-batch left waits as a helper. A busy worker that has stayers to send
-    on to segment k+1 takes a waiting helper (`helper`), copies half of them into the
-    helper's segment k+1 buffers and hands it their positions (`hand_over`): the last
-    sub-batches' stayers are shared instead of one core finishing them while the other idles.
-    The work is done when every worker is waiting.
-    """
-
-    def __init__(self, parts: list[slice], workers: int):
-        self.parts, self.next = parts, 0
-        self.condition = threading.Condition()
-        self.waiting: list[int] = []  # helpers free to take stayers
-        self.inbox: dict[int, tuple] = {}  # helper -> (k, positions) handed over
-        self.busy = workers
-        self.handed_over = 0
-
-    def take(self, worker: int):
-        """The next task of `worker`: a sub-batch (slice), handed-over stayers ``(k,
-        positions)``, or None when all work is done."""
-        with self.condition:
-            if self.next < len(self.parts):
-                self.next += 1
-                return self.parts[self.next - 1]
-            self.busy -= 1
-            self.waiting.append(worker)
-            if self.busy == 0:
-                self.condition.notify_all()
-            while worker not in self.inbox and self.busy > 0:
-                self.condition.wait()
-            return self.inbox.pop(worker, None)
-
-    def stop(self):
-        """Ends the work for every worker (after an error in one of them)."""
-        with self.condition:
-            self.parts, self.busy = [], 0
-            self.condition.notify_all()
-
-    def helper(self) -> int | None:
-        """A waiting worker, now reserved for a `hand_over` (None if all are busy)."""
-        if not self.waiting:  # unlocked peek: the common case costs no lock
-            return None
-        with self.condition:
-            if not self.waiting:
-                return None
-            self.busy += 1
-            return self.waiting.pop()
-
-    def hand_over(self, helper: int, task: tuple):
-        with self.condition:
-            self.inbox[helper] = task
-            self.handed_over += 1
-            self.condition.notify_all()
-
-
-class _Segment:
-    """One segment's interpreter, driven through its tensor buffers: the maps it hands on are
-    written straight into the next segment's input buffers (one copy, the stayers only)."""
-
-    def __init__(self, lite_interpreter, inputs: dict, outputs: dict):
-        self.interpreter = lite_interpreter
-        self.inputs = [inputs[f"in{i}"]["index"] for i in range(len(inputs))]
-        self.shapes = [list(inputs[f"in{i}"]["shape"][1:]) for i in range(len(inputs))]
-        self.outputs = [outputs[f"out{i}"]["index"] for i in range(len(outputs) - 1)]
-        self.probs = outputs["probs"]["index"]
-        self.batch = None
-
-    def resize(self, batch: int):
-        """Sets the batch size of every input (re-planned only when it changes)."""
-        if batch != self.batch:
-            for index, shape in zip(self.inputs, self.shapes):
-                self.interpreter.resize_tensor_input(index, [batch, *shape])
-            self.interpreter.allocate_tensors()
-            self.batch = batch
-
-    def feed(self, arrays):
-        self.resize(len(arrays[0]))
-        for index, array in zip(self.inputs, arrays):
-            self.interpreter.set_tensor(index, array)
-
-    def run(self) -> np.ndarray:
-        """Invokes the segment; returns its exit's probabilities (a copy)."""
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.probs)
-
-    def pass_on(self, following: _Segment, rows=None):
-        """Copies this segment's maps (the sorted row numbers `rows`, or all when None) into
-        `following`'s inputs. No view into either interpreter outlives the call (TFLite
-        refuses to run an interpreter whose buffers are referenced)."""
-        runs = [(0, self.batch)] if rows is None else _runs(rows)
-        following.resize(sum(stop - start for start, stop in runs))
-        for source, target in zip(self.outputs, following.inputs):
-            maps = self.interpreter.tensor(source)()
-            buffer = following.interpreter.tensor(target)()
-            # Slice copies of runs of consecutive rows: ~2x the speed of np.take/compress into
-            # `out` on the CIFAR model's maps.
-            end = 0
-            for start, stop in runs:
-                begin, end = end, end + stop - start
-                buffer[begin:end] = maps[start:stop]
-            del maps, buffer
-
-
-# Bytes of the maps one sub-batch hands between segments that keep the engine fastest: measured
-# on a 2-core AMD EPYC VM (benchmarks/RESULTS.md) with block 1 alone split: 16 images best on the
-# CIFAR 7-exit model (373 KB per image into segment 3), 32 on the digits model (74 KB into segment
-# 2). With every block split (the default segments) that is 20 CIFAR images (311 KB into segment
-# 3), the size benchmarks/lite_split.py measured.
-_MAPS_PER_SUB_BATCH = 6 * 2**20
-
-
-def _cache_sized_batch(chain) -> int:
-    """Images per sub-batch whose largest hand-over between segments fits
-    `_MAPS_PER_SUB_BATCH` bytes, between 4 and 32."""
-    per_image = max(sum(4 * int(np.prod(shape)) for shape in s.shapes) for s in chain[1:] or chain)
-    return int(np.clip(_MAPS_PER_SUB_BATCH // per_image, 4, 32))
-
-
-def _even_slices(n: int, count: int) -> list[slice]:
-    """`count` contiguous slices of near-equal sizes covering ``range(n)`` (plain integers:
-    np.linspace costs ~50 us, a percent of a small batch)."""
-    bounds = [(2 * i * n + count) // (2 * count) for i in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted row numbers as (start, stop) runs of consecutive ones: [0, 1, 2, 5, 6] ->
-    [(0, 3), (5, 7)]. A plain loop: sub-batches are a few dozen rows, where numpy's calls
-    cost more than the work."""
-    rows = rows.tolist()
-    runs, start, previous = [], rows[0], rows[0]
-    for row in rows[1:]:
-        if row != previous + 1:
-            runs.append((start, previous + 1))
-            start = row
-        previous = row
-    runs.append((start, previous + 1))
-    return runs

@@ -40,7 +40,7 @@ from absl import logging
 from msdnet_tf import data as data_lib
 from msdnet_tf.config import model_kwargs
 from msdnet_tf.model.builder import build_msdnet
-from msdnet_tf.model.fold import configure_cpu_threads
+from msdnet_tf.runtime import configure_cpu_threads
 from msdnet_tf.training.callbacks import gradcam_callback, run_callbacks
 from msdnet_tf.training.checkpoints import (
     atomic_save,

@@ -1,0 +1,214 @@
+"""The check of a training run's export: `export_run`, and `run_thresholds`.
+
+`export_run` writes every format of `msdnet_tf.serving.export.export_model` for a finished run,
+reloads the SavedModel and runs it (and the TFLite files) on the run's test split, against the
+run's own simulated budgeted evaluation; `scripts/export.py` and `scripts/demo.py` call it.
+
+Example:
+    >>> check = export_run("runs/digits_demo", p=20)
+    >>> check["early_exit"]["equals_simulated_evaluation"]
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from msdnet_tf import evaluation
+from msdnet_tf.common import json_value, write_json
+from msdnet_tf.serving.export import export_model
+from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit
+
+__all__ = ["export_run", "run_thresholds"]
+
+
+def run_thresholds(workdir: str, p) -> np.ndarray:
+    """Thresholds of budget level `p` (q = p / 20) from a run's ``budgeted.json``.
+
+    Raises:
+        FileNotFoundError: the run has no ``budgeted.json``.
+        ValueError: `p` is not one of its budget levels.
+    """
+    path = os.path.join(workdir, "budgeted.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No budgeted evaluation in the run folder. Received: {path} (missing)"
+        )
+    records = {float(r["p"]): r for r in evaluation.read_budgeted_json(path)["records"]}
+    if float(p) not in records:
+        raise ValueError(
+            f"`p` must be a budget level of {path}: {sorted(records)}. Received: p={p}"
+        )
+    return records[float(p)]["thresholds"]
+
+
+def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
+    """The TFLite files against the Keras model: accuracy per exit, and the TFLite early exit
+    against the simulated evaluation of the TFLite probabilities, with its wall-clock speed-up
+    over the full TFLite model (`msdnet_tf.serving.lite`, sub-batches on every core)."""
+    classifier = LiteClassifier(paths["tflite"])
+    lite = classifier(images)
+    engine = LiteEarlyExit(paths["tflite_segments"], thresholds)
+    out = engine(images)
+    simulated = evaluation.budgeted_evaluate(lite, labels, thresholds, flops)
+    counts = np.bincount(out["exit_index"], minlength=len(flops))
+    singles = [engine(images[i : i + 1]) for i in range(min(len(images), 64))]
+    full_seconds = _median_seconds(lambda: classifier(images), repeats)
+    early_seconds = _median_seconds(lambda: engine(images), repeats)
+    return {
+        "top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in lite],
+        "keras_top1": [float(np.mean(np.argmax(q, -1) == labels)) for q in test_probs],
+        "max_abs_diff": float(np.abs(lite - test_probs).max()),
+        "early_exit": {
+            "accuracy": float(np.mean(out["class_id"] == labels)),
+            "exit_counts": counts.tolist(),
+            "equals_simulated_evaluation": bool(
+                np.array_equal(out["exit_index"], simulated.exit_index)
+                and np.array_equal(out["class_id"], simulated.predictions)
+            ),
+            "single_images_equal_simulated_evaluation": all(
+                (one["exit_index"][0], one["class_id"][0])
+                == (simulated.exit_index[i], simulated.predictions[i])
+                for i, one in enumerate(singles)
+            ),
+            "full_s": full_seconds,
+            "early_exit_s": early_seconds,
+            "measured_speedup": full_seconds / early_seconds,
+            "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
+        },
+    }
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn` (call it once before, to warm it up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _batched(signature, images: np.ndarray, batch_size: int, **kwargs) -> dict:
+    """`signature` over `images` in chunks of `batch_size`; outputs concatenated (numpy)."""
+    chunks = [
+        signature(images=tf.constant(images[i : i + batch_size]), **kwargs)
+        for i in range(0, len(images), batch_size)
+    ]
+    return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
+
+
+def export_run(
+    workdir: str,
+    out_dir: str | None = None,
+    p=20,
+    tflite: bool = True,
+    batch_size: int = 64,
+    repeats: int = 3,
+) -> dict:
+    """Exports a training run and checks the export against the run's own evaluation.
+
+    Writes every format of `msdnet_tf.serving.export.export_model` into `out_dir` (default
+    ``workdir/export``), with the thresholds of budget level `p` of the run's ``budgeted.json``
+    as the default early-exit thresholds; then reloads the SavedModel with `tf.saved_model.load`
+    and, on the test split:
+
+    * ``serving_default``: the largest deviation from the run's ``probabilities.npz``;
+    * ``early_exit_default``: accuracy, exit counts and expected FLOPs, and whether every
+      sample's exit and class equal the simulated budgeted evaluation
+      (`msdnet_tf.evaluation.budgeted_evaluate`) on the same thresholds;
+    * wall-clock time of both signatures over the test split (median of `repeats`, batches of
+      `batch_size`), the measured speed-up and the one the FLOPs predict;
+    * with `tflite`, the TFLite model's per-exit test accuracy next to the Keras model's, and
+      the TFLite early exit (`msdnet_tf.serving.lite.LiteEarlyExit` on the same thresholds):
+      whether it equals the simulated evaluation of the TFLite probabilities, and its
+      wall-clock speed-up over the full TFLite model (`msdnet_tf.serving.lite.LiteClassifier`),
+      whole test split per call.
+
+    The results go to ``out_dir/export_check.json`` and are returned.
+
+    Args:
+        workdir: a finished run folder (``model.keras``, ``config.json``, ``budgeted.json``,
+            ``probabilities.npz``).
+        out_dir: output folder; default ``workdir/export``.
+        p: the budget level (q = p / 20) whose thresholds become the default ones.
+        tflite: also convert to TFLite and check its accuracy.
+        batch_size: batch size of the checks and timings.
+        repeats: timed passes over the test split per signature.
+
+    Returns:
+        The dict written to ``export_check.json``.
+
+    Raises:
+        FileNotFoundError: the run folder lacks one of the files above.
+        ValueError: `p` is not a budget level of the run.
+    """
+    from msdnet_tf.evaluation.predict import load_run
+    from msdnet_tf.model.costs import per_exit_costs
+    from msdnet_tf.training import load_splits
+
+    model, config = load_run(workdir)
+    probabilities = os.path.join(workdir, "probabilities.npz")
+    if not os.path.exists(probabilities):
+        raise FileNotFoundError(
+            f"The run has no test-set probabilities (scripts/evaluate.py writes them). "
+            f"Received: {probabilities} (missing)"
+        )
+    thresholds = run_thresholds(workdir, p)
+    out_dir = out_dir or os.path.join(workdir, "export")
+    paths = export_model(model, out_dir, thresholds=thresholds, tflite=tflite)
+
+    splits = load_splits(config, batch_size=batch_size)
+    images = splits.normalize(splits.test_images())
+    with np.load(probabilities) as saved:
+        test_probs, labels = saved["test_probs"], saved["test_labels"]
+    flops = [c.cumulative_flops for c in per_exit_costs(model)]
+    simulated = evaluation.budgeted_evaluate(test_probs, labels, thresholds, flops)
+
+    loaded = tf.saved_model.load(paths["saved_model"])
+    serving = loaded.signatures["serving_default"]
+    early = loaded.signatures["early_exit_default"]
+    probs = _batched(serving, images, batch_size)
+    served = np.stack([probs[f"exit{k}_probs"] for k in range(1, len(flops) + 1)])
+    out = _batched(early, images, batch_size)
+    exits = out["exit_index"].astype(np.int64)
+    classes = out["class_id"].astype(np.int64)
+    counts = np.bincount(exits, minlength=len(flops))
+    # Both signatures have just run once over the test split: they are warm.
+    full_seconds = _median_seconds(lambda: _batched(serving, images, batch_size), repeats)
+    early_seconds = _median_seconds(lambda: _batched(early, images, batch_size), repeats)
+    check = {
+        "p": float(p),
+        "thresholds": thresholds,
+        "test_images": int(len(images)),
+        "serving_max_abs_diff": float(np.abs(served - test_probs).max()),
+        "early_exit": {
+            "accuracy": float(np.mean(classes == labels)),
+            "exit_counts": counts.tolist(),
+            "expected_mflops": float(np.dot(counts, flops) / len(images) / 1e6),
+            "full_model_mflops": float(flops[-1] / 1e6),
+            "equals_simulated_evaluation": bool(
+                np.array_equal(exits, simulated.exit_index)
+                and np.array_equal(classes, simulated.predictions)
+            ),
+            "simulated_accuracy": float(simulated.accuracy),
+        },
+        "timing": {
+            "batch_size": int(batch_size),
+            "serving_default_s": full_seconds,
+            "early_exit_default_s": early_seconds,
+            "measured_speedup": full_seconds / early_seconds,
+            "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
+        },
+        "paths": paths,
+    }
+    if tflite:
+        check["tflite"] = _tflite_check(paths, images, labels, test_probs, thresholds, flops,
+                                        repeats)  # fmt: skip
+    check = json_value(check)  # numpy to Python, +-inf to "inf" / "-inf"
+    write_json(check, os.path.join(out_dir, "export_check.json"))
+    return check
