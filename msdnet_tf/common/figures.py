@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DPI", "new_figure", "save_figure", "style_axes"]
+__all__ = ["DPI", "REPORT_DPI", "new_figure", "save_figure", "style_axes"]
 
-DPI = 110
+DPI = 110  # pages of image grids (msdnet_tf.visualize)
+REPORT_DPI = 150  # the evaluation report's charts (msdnet_tf.evaluation.plots)
 
 
-def new_figure(width: float, height: float, constrained: bool = False):
-    """A `matplotlib.figure.Figure` of `width` x `height` inches at `DPI` (no pyplot state)."""
+def new_figure(width: float, height: float, constrained: bool = False, dpi: int = DPI):
+    """A `matplotlib.figure.Figure` of `width` x `height` inches at `dpi` (no pyplot state)."""
     from matplotlib.figure import Figure  # imported lazily: keeps importing msdnet_tf fast
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
+    return Figure(figsize=(width, height), dpi=dpi, layout="constrained" if constrained else None)
 
 
 def style_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
@@ -27,8 +28,8 @@ def style_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def save_figure(figure, path) -> str:
-    """Saves `figure` as a PNG at `path` (folders created) and returns the path."""
+    """Saves `figure` as a PNG at `path` (folders created) at its own dpi; returns the path."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    figure.savefig(path, dpi=figure.dpi)
     return path

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from msdnet_tf.common import new_figure, save_figure, style_axes
+from msdnet_tf.common.figures import REPORT_DPI
 from msdnet_tf.evaluation.classes import PerClassAccuracy
 from msdnet_tf.evaluation.difficulty import SampleDifficulty
 from msdnet_tf.evaluation.metrics import exit_names
@@ -27,7 +28,7 @@ def plot_per_class(table: PerClassAccuracy, path, title: str = "Per-class top-1 
     num_classes, num_exits = table.correct.shape
     height = float(np.clip(0.32 * num_classes + 1.6, 3.0, 12.0))
     width = float(np.clip(0.75 * num_exits + 3.0, 5.0, 14.0))
-    fig = new_figure(width, height, constrained=True)
+    fig = new_figure(width, height, constrained=True, dpi=REPORT_DPI)
     ax = fig.add_subplot()
     from matplotlib import colormaps
 
@@ -56,7 +57,7 @@ def plot_per_class(table: PerClassAccuracy, path, title: str = "Per-class top-1 
 def plot_difficulty_histogram(difficulty: SampleDifficulty, path) -> None:
     """Bar chart of the number of samples that exactly j exits classify correctly, j = 0..K."""
     histogram = difficulty.histogram()
-    fig = new_figure(6.0, 3.8, constrained=True)
+    fig = new_figure(6.0, 3.8, constrained=True, dpi=REPORT_DPI)
     ax = fig.add_subplot()
     bars = ax.bar(np.arange(histogram.size), histogram, color="#4c72b0")
     ax.bar_label(bars, labels=[str(int(h)) for h in histogram], fontsize=8, padding=2)
@@ -91,7 +92,7 @@ def plot_anytime(curve: dict, path, title: str = "Anytime prediction") -> None:
     """
     mflops = np.asarray(curve["flops"], dtype=np.float64) / 1e6
     top1 = 100.0 * np.asarray(curve["top1"])
-    fig = new_figure(6.4, 4.2, constrained=True)
+    fig = new_figure(6.4, 4.2, constrained=True, dpi=REPORT_DPI)
     ax = fig.add_subplot()
     ax.plot(mflops, top1, "o-", color="#4c72b0", label="single exit")
     if "ensemble_top1" in curve:
@@ -114,7 +115,7 @@ def plot_budgeted(records: Sequence[dict], path, curve: dict | None = None) -> N
     """
     mflops = np.asarray([r["expected_flops"] for r in records], dtype=np.float64) / 1e6
     accuracy = 100.0 * np.asarray([r["accuracy"] for r in records], dtype=np.float64)
-    fig = new_figure(6.4, 4.2, constrained=True)
+    fig = new_figure(6.4, 4.2, constrained=True, dpi=REPORT_DPI)
     ax = fig.add_subplot()
     ax.plot(mflops, accuracy, ".-", color="#c44e52", label="budgeted batch (early exits)")
     if curve is not None:
