@@ -16,7 +16,7 @@ from msdnet_tf.data import load_dataset
 from msdnet_tf.evaluation.predict import evaluate_run
 from msdnet_tf.model.presets import build_preset
 from msdnet_tf.training import write_config
-from msdnet_tf.visualize.cells import overlay_cell
+from msdnet_tf.visualize.cells import RIGHT, WRONG, overlay_cell
 
 NUM_IMAGES = 4
 K = 3  # exits of the `testing` preset
@@ -42,6 +42,44 @@ def pages(run, tmp_path_factory):
     files = visualize.visualize(run, out, num_images=NUM_IMAGES, class_model_steps=3,
                                 smooth_samples=2, progress=False)  # fmt: skip
     return out, files
+
+
+def _test_predictions(model, splits):
+    """(K, N) top-1 class of every exit for the whole test set, from the model itself."""
+    outputs = model(splits.normalize(splits.test_images()), training=False)
+    return np.stack([np.asarray(o).argmax(-1) for o in outputs])
+
+
+def _framed_cells(path):
+    """The framed cells of a saved page, row by row: (frame colour, the picture inside)."""
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+    boxes = []
+    for colour in (RIGHT, WRONG):
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        mask = (np.abs(pixels - rgb).sum(-1) <= 6).astype(np.uint8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        # A frame is a large ring of its colour; the title's glyphs are small.
+        boxes += [(y, x, w, h, colour) for x, y, w, h, _ in stats[1:] if w > 40 and h > 40]
+    rows = {}
+    for y, x, w, h, colour in sorted(boxes):
+        rows.setdefault(y, []).append((colour, pixels[y + 6 : y + h - 6, x + 6 : x + w - 6]))
+    return list(rows.values())
+
+
+def _difference(crop, picture, margin=None):
+    """Mean absolute difference (0-255) of a cell's crop and the picture drawn there.
+
+    The crop leaves out the frame: 6 pixels inside its outer edge, about 4 inside the picture's
+    edge, so as many pixels (at the picture's scale) of each side of the picture are left out.
+    """
+    picture = np.asarray(picture)
+    if margin is None:
+        margin = round(4 * len(picture) / (len(crop) + 8))
+    picture = picture[margin : len(picture) - margin, margin : len(picture) - margin]
+    small = [
+        cv2.resize(np.float32(a), (24, 24), interpolation=cv2.INTER_AREA) for a in (crop, picture)
+    ]
+    return float(np.abs(small[0] - small[1]).mean())
 
 
 def test_every_page_is_written(pages):
@@ -94,17 +132,62 @@ def test_grid_counts_equal_the_models_own_predictions(run, tmp_path):
     assert grid["cams"] == []
 
 
-def test_index_html_links_resolve(pages):
+def test_grid_cells_show_each_images_map_with_the_right_mark(run, tmp_path):
+    source = visualize.load_source(run)
+    splits = load_dataset("digits", image_size=16)
+    correct = _test_predictions(source.model, splits) == splits.test_y[None]
+    some_right = int(np.flatnonzero(correct.any(0))[0])
+    all_wrong = np.flatnonzero(~correct.any(0))[1:3].tolist()
+    indices = np.array(list(dict.fromkeys([0, some_right, *all_wrong])))  # distinct images
+    raw = splits.test_images()[indices]
+    labels = splits.test_y[indices]
+    grid = visualize.exit_grid(source.model, splits.normalize(raw), raw, labels, indices,
+                               splits.class_names, str(tmp_path))  # fmt: skip
+    maps = grid["maps"].maps
+    rows = _framed_cells(grid["path"])
+    assert [len(row) for row in rows] == [K] * len(indices)
+    for i, row in enumerate(rows):
+        for k, (colour, crop) in enumerate(row):
+            assert colour == (RIGHT if correct[k, indices[i]] else WRONG), (i, k)
+            own = _difference(crop, overlay_cell(raw[i], maps[k, i], 128))
+            others = [_difference(crop, overlay_cell(raw[j], maps[k, j], 128))
+                      for j in range(len(indices)) if j != i]  # fmt: skip
+            assert own < 2.0 and min(others) > 2 * own + 2.0, (i, k, own, others)
+            with Image.open(tmp_path / "cams" / f"img{indices[i]:05d}_exit{k + 1}.png") as cam:
+                np.testing.assert_array_equal(
+                    np.asarray(cam), overlay_cell(raw[i], maps[k, i], 128)
+                )
+    assert len(grid["cams"]) == len(indices) * K
+
+
+def test_index_html_links_every_file_and_shows_the_per_class_table(run, pages):
     out, files = pages
     with open(files["index"], encoding="utf-8") as f:
         page = f.read()
-    links = re.findall(r"(?:src|href)='([^'#]+)'", page)
-    assert len(links) > 10
-    for link in links:
-        assert os.path.isfile(os.path.join(out, link)), link
-    for key in ("grid", "class", "saliency", "class_model", "per_exit", "per_class_table"):
-        assert os.path.relpath(files[key], out) in links
-    assert "(k/3)" in page and "<table>" in page
+    links = set(re.findall(r"(?:src|href)='([^'#]+)'", page))
+    written = {
+        os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+        for folder, _, names in os.walk(out)
+        for name in names
+    }
+    assert links == written - {"index.html"}
+    assert "(k/3)" in page
+    # Every row of the tables: the class's accuracy at each exit, from the model itself.
+    splits = load_dataset("digits", image_size=16)
+    predicted = _test_predictions(visualize.load_source(run).model, splits)
+    tables = re.findall(r"<table>.*?</table>", page)
+    assert sorted(len(re.findall(r"<tr><td>", t)) for t in tables) == [1, 10]
+    for table in tables:
+        header = re.findall(r"<th>([^<]*)</th>", table)
+        assert header == ["class", "n", "B1", "B2", "B3"]
+        for name, support, cells in re.findall(r"<tr><td>(\d)</td><td>(\d+)</td>(.*?)</tr>", table):
+            members = splits.test_y == int(name)
+            assert int(support) == members.sum()
+            expected = (predicted[:, members] == int(name)).mean(axis=1)
+            shown = re.findall(r"<td>(?:<b>)?([0-9.]+)(?:</b>)?</td>", cells)
+            np.testing.assert_allclose([float(v) for v in shown], expected, atol=6e-4)
+            bold = [float(v) for v in re.findall(r"<b>([0-9.]+)</b>", cells)]
+            assert bold and all(abs(b - expected.max()) < 6e-4 for b in bold)
 
 
 def test_overlay_hottest_pixel_lies_where_the_cam_peaks():
@@ -161,16 +244,32 @@ def test_model_comparison_with_a_single_output_model(run, tmp_path):
         splits.test_y[indices], indices, splits.class_names, str(tmp_path / "compare.png"),
     )  # fmt: skip
     assert page["columns"] == ["msdnet\nB1", "msdnet\nB2", "msdnet\nB3", "tiny"]
-    assert os.path.getsize(page["path"]) > 1000
     maps = visualize.explain_exits(other, splits.normalize(raw))
     assert maps.layers == ["conv2"] and maps.maps.shape == (1, 2, 16, 16)
+    # Each row: the image's overlay and mark at every msdnet exit, then at the tiny model.
+    both = [visualize.explain_exits(m, splits.normalize(raw)) for m in (source.model, other)]
+    expected = [(result, k) for result in both for k in range(result.maps.shape[0])]
+    rows = _framed_cells(page["path"])
+    assert [len(row) for row in rows] == [4, 4]
+    for i, row in enumerate(rows):
+        for (colour, crop), (result, k) in zip(row, expected):
+            right = result.predicted[k, i] == splits.test_y[indices[i]]
+            assert colour == (RIGHT if right else WRONG)
+            assert _difference(crop, overlay_cell(raw[i], result.maps[k, i], 112)) < 2.0
+    for result, n_correct in zip(both, page["n_correct"]):
+        np.testing.assert_array_equal(
+            n_correct, (result.predicted == splits.test_y[indices]).sum(0)
+        )
 
 
 def test_compare_page_through_visualize(run, tmp_path):
     files = visualize.visualize(run, str(tmp_path), compare=os.path.join(run, "model.keras"),
                                 num_images=2, pages=["compare"], progress=False)  # fmt: skip
-    with Image.open(files["compare"]) as picture:
-        assert picture.size[0] > picture.size[1]
+    rows = _framed_cells(files["compare"])
+    assert [len(row) for row in rows] == [2 * K, 2 * K]
+    for row in rows:  # the model beside itself: the same marks and overlays twice
+        for (colour, crop), (twin_colour, twin) in zip(row[:K], row[K:]):
+            assert colour == twin_colour and _difference(crop, twin, margin=0) < 1.0
 
 
 @pytest.mark.parametrize(
