@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcam_tf import _draw
+from gradcam_tf import drawing
 from gradcam_tf.checks import check_images, check_positive_int
 from gradcam_tf.image import denormalize, overlay, to_float
 from gradcam_tf.methods import GradCAM
@@ -320,10 +320,10 @@ class GradCAMCallback(keras.callbacks.Callback):
         tiles = []
         for k, name in enumerate(self.output_labels):
             cam_rgb = overlay(image, maps[k][index])
-            tiles.append(_draw.Tile(name, cam_rgb, probs[k][index], label, self.class_names))
+            tiles.append(drawing.Tile(name, cam_rgb, probs[k][index], label, self.class_names))
         what = "true class" if self.target == "label" else "top-1 class"
         title = f"epoch {epoch}   true: {self.class_names[label]}   (Grad-CAM of the {what})"
-        return _draw.frame(title, tiles, self.cell_px)
+        return drawing.frame(title, tiles, self.cell_px)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -343,9 +343,9 @@ class GradCAMCallback(keras.callbacks.Callback):
         maps, probs = self.compute()
         encoded = []
         for i, image_id in enumerate(self.image_ids):
-            png = _draw.png_bytes(self.render_frame(i, epoch, maps, probs))
+            png = drawing.png_bytes(self.render_frame(i, epoch, maps, probs))
             path = os.path.join(self.out_dir, "frames", f"img{image_id}_epoch{epoch:03d}.png")
-            self.frame_paths[image_id].append(_draw.save_bytes(path, png))
+            self.frame_paths[image_id].append(drawing.save_bytes(path, png))
             encoded.append(png)
         if self._writer is not None:
             self._log_frames(encoded, epoch)

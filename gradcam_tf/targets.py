@@ -191,7 +191,7 @@ class Target:
             per_class = _class_axis_mean(output)
             # (row, class) pairs with gather_nd: the same values as gather(batch_dims=1), and a
             # gradient (one scatter) that traces into a handful of ops, where the batched
-            # gather's gradient builds ~200 when the batch size is unknown (a compiled pass).
+            # gather's gradient builds many more when the batch size is unknown (a compiled pass).
             rows = tf.range(tf.shape(per_class, out_type=tf.int64)[0])
             ids = tf.cast(self.class_ids, tf.int64)
             return tf.gather_nd(per_class, tf.stack([rows, ids], axis=1))

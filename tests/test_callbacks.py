@@ -153,15 +153,15 @@ def test_compute_is_explain_with_probabilities_of_the_chosen_outputs(tmp_path, c
 
 
 def test_frame_highlights_the_true_class_in_green(tmp_path):
-    from gradcam_tf import _draw
+    from gradcam_tf import drawing
 
     callback = _callback(tmp_path, tensorboard_dir=None)
     callback.set_model(gradcam_models.multi_exit_cnn())
     callback.on_train_begin()
     maps, probs = callback.compute()
     frame = callback.render_frame(0, 5, maps, probs)
-    green = np.all(frame == np.array(_draw.RIGHT, np.uint8), axis=-1)
-    grey = np.all(frame == np.array(_draw.OTHER, np.uint8), axis=-1)
+    green = np.all(frame == np.array(drawing.RIGHT, np.uint8), axis=-1)
+    grey = np.all(frame == np.array(drawing.OTHER, np.uint8), axis=-1)
     assert green.any() or grey.any()
     true_class = callback.labels[0]
     in_top3 = [true_class in np.argsort(-p[0])[:3] for p in probs]
