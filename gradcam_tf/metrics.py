@@ -167,6 +167,11 @@ class _ClassScores:
                 f"shape {shape[1:]} per image"
             )
         self._scores = resolved.compiled_scores(position, score_on)
+        self._input = (resolved.input_shape, resolved.input_dtype)
+
+    def check_images(self, images) -> np.ndarray:
+        """`gradcam_tf.checks.check_images` against the model input, as a NumPy array."""
+        return check_images(images, *self._input).numpy()
 
     def __call__(self, total: int, make_chunk, targets: np.ndarray) -> np.ndarray:
         """Scores (total,) of class `targets[i]` for inputs 0..total-1, where
@@ -241,11 +246,11 @@ def _causal_curve(
     score_on,
     batch_size,
 ) -> CausalCurve:
-    images = check_images(images).numpy()
+    scorer = _ClassScores(model, outputs, score_on, batch_size)
+    images = scorer.check_images(images)
     saliency = _check_saliency(saliency, images, unit_range=False)
     targets = _check_targets(targets, len(images))
     steps = check_positive_int(steps, "steps")
-    scorer = _ClassScores(model, outputs, score_on, batch_size)
     base = _baseline(baseline, images, blur_sigma)
 
     batch, height, width, _ = images.shape
@@ -439,10 +444,10 @@ def average_drop_increase(
         Chattopadhay et al. "Grad-CAM++". WACV 2018, Sec. 4.1.1.
         https://arxiv.org/abs/1710.11063
     """
-    images = check_images(images).numpy()
+    scorer = _ClassScores(model, outputs, score_on, batch_size)
+    images = scorer.check_images(images)
     saliency = _check_saliency(saliency, images, unit_range=True)
     targets = _check_targets(targets, len(images))
-    scorer = _ClassScores(model, outputs, score_on, batch_size)
     masked = images * saliency[..., None].astype(np.float32)
     both = np.concatenate([images, masked], axis=0)
     scores = scorer(len(both), lambda start, stop: both[start:stop], np.tile(targets, 2))

@@ -208,3 +208,65 @@ def test_hidden_logits_work_on_probabilities():
     (got,) = cam.explain(IMAGES, targets=1)
     expected = gradcam_tf.normalize_maps(probabilities / (16 * 16))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+ONE_IMAGE = IMAGES[0]
+MAPS = np.full((3, 16, 16), 0.5)
+IMAGE_CHECKS = {
+    "GradCAM.explain": lambda x: gradcam_tf.GradCAM(_model("tiny")).explain(x),
+    "Saliency.explain": lambda x: gradcam_tf.Saliency(_model("tiny")).explain(x),
+    "deletion_auc": lambda x: gradcam_tf.deletion_auc(_model("tiny"), x, MAPS, 0),
+    "average_drop_increase": lambda x: gradcam_tf.average_drop_increase(_model("tiny"), x, MAPS, 0),
+    "model_randomization_check": lambda x: gradcam_tf.model_randomization_check(
+        _model("tiny"), x, lambda m, i: MAPS
+    ),
+    "GradCAMCallback": lambda x: gradcam_tf.GradCAMCallback(x, [0], ["a"]),
+}
+
+
+@pytest.mark.parametrize("call", IMAGE_CHECKS.values(), ids=list(IMAGE_CHECKS))
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (ONE_IMAGE, r"^`images` must be a 4-D batch of shape \(batch, .*\[None\]`\)\. "),
+        (IMAGES[:0], r"^`images` must be a non-empty batch\. Received: an empty batch of shape"),
+        (IMAGES.astype(np.int32), r"^`images` must be floating point, .* dtype int32$"),
+        (np.where(IMAGES > 0.5, np.inf, IMAGES), r"^`images` must be finite\. Received: images"),
+    ],
+    ids=["3-D", "empty", "int", "inf"],
+)
+def test_one_image_batch_check_everywhere(call, images, message):
+    with pytest.raises(ValueError, match=message):
+        call(images)
+
+
+@pytest.mark.parametrize("name", ["GradCAM.explain", "Saliency.explain", "deletion_auc"])
+def test_functions_that_know_the_model_check_the_image_size(name):
+    message = (
+        r"^`images` must have shape \(batch, 16, 16, 3\) to match the model input \(axis 1 is "
+        r"15, expected 16\)\. Received: images of shape \(3, 15, 16, 3\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        IMAGE_CHECKS[name](IMAGES[:, :15])
+
+
+POSITIVE_INTS = [
+    ("samples", lambda: gradcam_tf.SmoothGrad(_model("tiny"), samples=0)),
+    ("batch_size", lambda: gradcam_tf.ScoreCAM(_model("tiny"), batch_size=0)),
+    ("max_channels", lambda: gradcam_tf.ScoreCAM(_model("tiny"), max_channels=0)),
+    ("steps", lambda: gradcam_tf.insertion_auc(_model("tiny"), IMAGES, MAPS, 0, steps=0)),
+    ("batch_size", lambda: gradcam_tf.deletion_auc(_model("tiny"), IMAGES, MAPS, 0, batch_size=0)),
+    ("steps", lambda: gradcam_tf.activation_maximization(_model("tiny"), 0, steps=0)),
+    (
+        "every_n_epochs",
+        lambda: gradcam_tf.GradCAMCallback(IMAGES, [0] * 3, ["a"], every_n_epochs=0),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, call", POSITIVE_INTS, ids=[n for n, _ in POSITIVE_INTS])
+def test_one_positive_int_check_everywhere(name, call):
+    with pytest.raises(
+        ValueError, match=rf"^`{name}` must be a positive int\. Received: {name}=0$"
+    ):
+        call()
