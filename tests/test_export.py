@@ -19,7 +19,6 @@ from msdnet_tf.serving.export import (
     tflite_probabilities,
     to_tflite,
 )
-from msdnet_tf.serving.export_check import run_thresholds
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # Runs in a fresh Python: loads the SavedModel with TensorFlow alone (no msdnet_tf, no Keras
@@ -208,38 +207,20 @@ def test_tflite_missing_gives_a_clear_error(testing_model, monkeypatch):
         to_tflite(testing_model)
 
 
-def _fake_run(tmp_path, model):
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(str(run / "model.keras"))
-    records = [{"p": 20, "thresholds": np.array([0.3, np.inf, -np.inf])}]
-    evaluation.write_budgeted_json(records, run / "budgeted.json")
-    return run
-
-
-def test_run_thresholds_reads_budgeted_json(testing_model, tmp_path):
-    run = _fake_run(tmp_path, testing_model)
-    assert run_thresholds(str(run), 20).tolist() == [0.3, np.inf, -np.inf]
-    with pytest.raises(ValueError, match=r"budget level.*\[20.0\]. Received: p=7"):
-        run_thresholds(str(run), 7)
-    with pytest.raises(FileNotFoundError, match="Received: .*nowhere/budgeted.json"):
-        run_thresholds(str(tmp_path / "nowhere"), 20)
-
-
 @pytest.mark.slow
-def test_export_script_on_a_run_folder(testing_model, tmp_path):
-    run = _fake_run(tmp_path, testing_model)
+def test_export_script_on_a_run_folder(evaluated_run, tmp_path):
     out = tmp_path / "out"
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "export.py")
-    _finish(_start([sys.executable, script, f"--workdir={run}", f"--out={out}", "--p=20",
-                    "--tflite"]))  # fmt: skip
-    assert sorted(os.listdir(out)) == ["model.keras", "model.tflite", "saved_model",
-                                       "tflite_segments", "thresholds.json"]  # fmt: skip
+    _finish(_start([sys.executable, script, f"--workdir={evaluated_run}", f"--out={out}",
+                    "--p=20", "--tflite"]))  # fmt: skip
+    assert sorted(os.listdir(out)) == ["export_check.json", "model.keras", "model.tflite",
+                                       "saved_model", "tflite_segments",
+                                       "thresholds.json"]  # fmt: skip
     assert sorted(os.listdir(out / "tflite_segments")) == [
         "segment1.tflite", "segment2.tflite", "segment3.tflite",
         "single_image.tflite"]  # fmt: skip
-    with open(out / "thresholds.json") as f:
-        assert json.load(f) == {"thresholds": [0.30000001192092896, "inf", "-inf"]}
+    with open(out / "export_check.json") as f:
+        assert json.load(f)["checkpoint"]["name"] == "model.keras"
 
 
 def test_export_model_writes_every_format(testing_model, exported, thresholds):
@@ -258,16 +239,25 @@ def test_export_model_writes_every_format(testing_model, exported, thresholds):
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory, testing_model):
-    """A run folder as training leaves it: model, config and the evaluation files."""
+    """A run folder as training leaves it: config, model.keras, best.keras (other weights) and
+    the evaluation of model.keras in eval/model/."""
     from msdnet_tf.config import base_config
-    from msdnet_tf.data import load_dataset
-    from msdnet_tf.evaluation.predict import evaluate_run
+    from msdnet_tf.runs import Run
     from msdnet_tf.training import write_config
 
     folder = str(tmp_path_factory.mktemp("run"))
-    write_config(base_config("testing", "digits", epochs=1, batch_size=32), folder)
+    config = base_config("testing", "digits", epochs=1, batch_size=32)
+    config.model.input_shape = [16, 16, 3]
+    write_config(config, folder)
     testing_model.save(os.path.join(folder, "model.keras"))
-    evaluate_run(testing_model, load_dataset("digits", batch_size=128, image_size=16), folder)
+    best = build_preset("testing")
+    rng = np.random.default_rng(3)
+    for source, weight in zip(testing_model.weights, best.weights):
+        value = np.asarray(source)
+        noise = rng.normal(0, 0.05, value.shape) if weight.trainable else 0.0
+        weight.assign((value + noise).astype(value.dtype))
+    best.save(os.path.join(folder, "best.keras"))
+    Run.open(folder).evaluate()
     return folder
 
 
@@ -287,7 +277,8 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     assert early["equals_simulated_evaluation"]
     assert early["accuracy"] == early["simulated_accuracy"]
     record = next(r for r in evaluation.read_budgeted_json(
-        os.path.join(evaluated_run, "budgeted.json"))["records"] if r["p"] == 20)  # fmt: skip
+        os.path.join(evaluated_run, "eval", "model", "budgeted.json"))["records"]
+        if r["p"] == 20)  # fmt: skip
     assert early["exit_counts"] == list(record["exit_counts"])
     assert early["expected_mflops"] == pytest.approx(record["expected_flops"] / 1e6)
     assert check["timing"]["measured_speedup"] > 0
@@ -300,15 +291,38 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     assert sum(lite_early["exit_counts"]) == 450 and lite_early["measured_speedup"] > 0
 
 
-def test_export_run_names_what_is_missing(evaluated_run, tmp_path):
+def test_export_run_uses_the_evaluation_of_the_checkpoint_it_exports(evaluated_run, tmp_path):
+    """Scenario of issue 13: evaluating best.keras never changes what model.keras exports."""
+    from msdnet_tf.runs import Run
     from msdnet_tf.serving.export_check import export_run
 
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    os.remove(run / "probabilities.npz")
-    with pytest.raises(FileNotFoundError, match=r"Received: .*probabilities.npz \(missing\)"):
-        export_run(str(run))
-    with pytest.raises(FileNotFoundError, match="not a finished training run: model.keras is"):
+    best = Run.open(str(run), "best.keras").evaluation()  # into eval/best/, beside eval/model/
+    model = Run.open(str(run)).evaluation(compute=False)
+    assert not np.array_equal(best.thresholds(5), model.thresholds(5))
+    check = export_run(str(run), p=5, tflite=False, repeats=1)
+    assert check["checkpoint"] == model.checkpoint.to_json()
+    assert check["checkpoint"]["name"] == "model.keras"
+    np.testing.assert_array_equal([float(t) for t in check["thresholds"]], model.thresholds(5))
+    assert check["early_exit"]["equals_simulated_evaluation"]
+    assert os.path.dirname(check["paths"]["saved_model"]) == str(run / "export")
+    best_check = export_run(str(run), p=5, tflite=False, repeats=1, checkpoint="best.keras")
+    assert best_check["checkpoint"] == best.checkpoint.to_json()
+    assert os.path.dirname(best_check["paths"]["saved_model"]) == str(run / "export_best")
+    assert best_check["early_exit"]["equals_simulated_evaluation"]
+
+
+def test_export_run_reevaluates_a_damaged_evaluation(evaluated_run, tmp_path):
+    from msdnet_tf.serving.export_check import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    os.remove(run / "eval" / "model" / "probabilities.npz")
+    check = export_run(str(run), str(tmp_path / "export"), p=20, tflite=False, repeats=1)
+    assert os.path.isfile(run / "eval" / "model" / "probabilities.npz")
+    assert check["early_exit"]["equals_simulated_evaluation"]
+    with pytest.raises(FileNotFoundError, match="No model at .*nowhere: expected a run folder"):
         export_run(str(tmp_path / "nowhere"))
 
 

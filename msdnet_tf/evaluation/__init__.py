@@ -4,7 +4,7 @@ Pure NumPy analysis of the per-exit outputs a multi-exit (anytime) classifier ha
 produced, plus file writers and matplotlib plots; importing this package loads no TensorFlow
 (matplotlib is imported only when a plot is drawn). The TensorFlow side, running a model over a
 data set to get those outputs and writing the run's report, is `msdnet_tf.evaluation.predict`
-(`predict_probabilities`, `evaluate_run`, `load_run`), imported on its own.
+(`predict_probabilities`, `evaluate_run`), imported on its own.
 
 Where things are:
 

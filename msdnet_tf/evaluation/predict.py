@@ -5,12 +5,12 @@ this module): `predict_probabilities` produces the arrays the analysis takes (so
 probabilities of every exit, one pass per batch), `evaluate_run` writes the report of
 `msdnet_tf.evaluation.write_report` and, besides it, ``probabilities.npz`` (validation and test
 probabilities and labels, for the visualisations and the early-exit engine) and
-``results.json`` (the summary, with per-exit costs), and `load_run` reloads a training run.
+``results.json`` (the summary, with per-exit costs). Run folders are read by
+`msdnet_tf.runs.Run`, which calls `evaluate_run` and records which checkpoint it evaluated.
 
 Example:
-    >>> from msdnet_tf.evaluation.predict import evaluate_run, load_run
-    >>> model, config = load_run("runs/cifar10")
-    >>> summary = evaluate_run(model, splits, "runs/cifar10/eval")
+    >>> from msdnet_tf.evaluation.predict import evaluate_run
+    >>> summary = evaluate_run(model, splits, "runs/cifar10/eval/model")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ import dataclasses
 import os
 
 import keras
-import ml_collections
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
-from msdnet_tf.common import check_positive_int, read_json, write_json
+from msdnet_tf.common import check_positive_int, write_json
 from msdnet_tf.evaluation.report import write_report
 from msdnet_tf.model.costs import per_exit_costs
 
-__all__ = ["evaluate_run", "load_run", "predict_probabilities"]
+__all__ = ["evaluate_run", "predict_probabilities"]
 
 
-def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset):
+def predict_probabilities(
+    model: keras.Model, dataset: tf.data.Dataset, progress: str | None = None
+):
     """Softmax probabilities of every exit and the labels, in one pass over `dataset`.
 
     Each batch goes through one traced function (inference mode) computing
@@ -39,6 +41,7 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset):
     Args:
         model: a multi-exit classifier (a list of logits outputs; a single output is one exit).
         dataset: batches of (images, labels).
+        progress: a progress bar's label (batches done of the dataset's), or None for none.
 
     Returns:
         (probs (K, N, C) float32, labels (N,) int32), in the dataset's order.
@@ -52,9 +55,19 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset):
         return [tf.nn.softmax(tf.cast(o, tf.float32)) for o in outputs]
 
     chunks, labels = [], []
+    batches = int(dataset.cardinality())
+    bar = tqdm(
+        total=batches if batches >= 0 else None,
+        desc=progress,
+        unit="batch",
+        disable=progress is None,
+        leave=False,
+    )
     for images, y in dataset:
+        bar.update(1)
         chunks.append([p.numpy() for p in forward(images)])
         labels.append(y.numpy())
+    bar.close()
     if not chunks:
         raise ValueError(f"The dataset is empty: nothing to evaluate. Received: {dataset}")
     probs = np.stack([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
@@ -68,6 +81,7 @@ def evaluate_run(
     batch_size: int | None = None,
     budgeted: bool = True,
     costs=None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate `model` on the validation and test splits into `run_dir`.
 
@@ -86,6 +100,7 @@ def evaluate_run(
         budgeted: run the budgeted sweep (needs a non-empty validation split; skipped without
             one rather than setting thresholds on the test set).
         costs: `msdnet_tf.model.costs.per_exit_costs(model)` if already computed.
+        progress: show a progress bar for each pass (test, then validation).
 
     Returns:
         The summary dict written to ``results.json``: data set, split sizes, class names,
@@ -98,12 +113,14 @@ def evaluate_run(
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     os.makedirs(run_dir, exist_ok=True)
     test_probs, test_labels = predict_probabilities(
-        model, _rebatched(splits.test_dataset(), batch_size)
+        model, _rebatched(splits.test_dataset(), batch_size), "test split" if progress else None
     )
     val_probs = val_labels = None
     if budgeted and splits.sizes["validation"] > 0:
         val_probs, val_labels = predict_probabilities(
-            model, _rebatched(splits.validation_dataset(), batch_size)
+            model,
+            _rebatched(splits.validation_dataset(), batch_size),
+            "validation split" if progress else None,
         )
     costs = per_exit_costs(model) if costs is None else costs
     flops = [c.cumulative_flops for c in costs]
@@ -133,24 +150,3 @@ def _rebatched(dataset: tf.data.Dataset, batch_size: int | None) -> tf.data.Data
     if batch_size is None:
         return dataset
     return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def load_run(workdir: str, checkpoint: str = "model.keras"):
-    """(model, config) of a training run folder.
-
-    Args:
-        workdir: a folder written by `msdnet_tf.training.train_and_evaluate`.
-        checkpoint: ``model.keras`` (final weights) or ``best.keras`` (best validation).
-
-    Returns:
-        The loaded model and the run's resolved config (from ``config.json``).
-    """
-    paths = [os.path.join(workdir, checkpoint), os.path.join(workdir, "config.json")]
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{workdir} is not a finished training run: {os.path.basename(path)} is missing "
-                f"(expected {path}; scripts/train.py writes it). Received: workdir={workdir!r}"
-            )
-    config = ml_collections.ConfigDict(read_json(paths[1], "run config"))
-    return keras.saving.load_model(paths[0]), config

@@ -376,6 +376,15 @@ class Run:
             return None
         return os.path.join(self.folder, EVAL_DIR, self.checkpoint[: -len(".keras")])
 
+    @property
+    def export_dir(self) -> str | None:
+        """``<run>/export`` for ``model.keras``, ``<run>/export_<name>`` for another
+        checkpoint; None for a lone file."""
+        if self.folder is None:
+            return None
+        stem = self.checkpoint[: -len(".keras")]
+        return os.path.join(self.folder, "export" if stem == "model" else f"export_{stem}")
+
     def stored_evaluation(self) -> Evaluation | None:
         """The stored evaluation of this checkpoint, or None when there is none.
 
@@ -419,11 +428,14 @@ class Run:
         Raises:
             StaleEvaluationError: with ``compute=False``, the stored evaluation names other
                 weights or data.
-            FileNotFoundError: with ``compute=False``, there is none.
+            FileNotFoundError: with ``compute=False``, there is none (or a file of it is gone).
+            ValueError: with ``compute=False``, a file of it is corrupt.
         """
+        self.splits()  # data errors (missing, corrupt, not the model's) come first, as they are
         try:
             stored = self.stored_evaluation()
-        except StaleEvaluationError as error:
+        except (StaleEvaluationError, FileNotFoundError, ValueError) as error:
+            # Other weights or data, or a damaged folder: never reused.
             if not compute:
                 raise
             log(f"{error} Evaluating {self.checkpoint} again.")
@@ -464,7 +476,7 @@ class Run:
             os.remove(record_path)  # until the new files are complete, no record vouches for them
         budgeted = True if self.config is None else bool(self.config.eval.budgeted)
         splits = self.splits()
-        evaluate_run(self.model, splits, out_dir, budgeted=budgeted)
+        evaluate_run(self.model, splits, out_dir, budgeted=budgeted, progress=progress)
         write_json(
             {
                 "checkpoint": self.identity.to_json(),

@@ -36,7 +36,6 @@ _EXPORTS = {
     "to_tflite_segments": "msdnet_tf.serving.export",
     "to_tflite_single_image": "msdnet_tf.serving.export",
     "export_run": "msdnet_tf.serving.export_check",
-    "run_thresholds": "msdnet_tf.serving.export_check",
 }
 
 __all__ = list(_EXPORTS)

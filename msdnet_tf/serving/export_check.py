@@ -1,13 +1,14 @@
-"""The check of a training run's export: `export_run`, and `run_thresholds`.
+"""The check of a training run's export: `export_run`.
 
-`export_run` writes every format of `msdnet_tf.serving.export.export_model` for a finished run,
-reloads the SavedModel and runs it (and the TFLite files) on the run's test split, against the
-run's own simulated budgeted evaluation; `scripts/export.py` and `scripts/demo.py` call it.
+`export_run` writes every format of `msdnet_tf.serving.export.export_model` for one checkpoint
+of a run, reloads the SavedModel and runs it (and the TFLite files) on the run's test split,
+against that checkpoint's own evaluation (`msdnet_tf.runs.Run.evaluation`: the stored one when
+it names these weights, else computed now); `msdnet-export` and the demo call it.
 
 Example:
-    >>> check = export_run("runs/digits_demo", p=20)
-    >>> check["early_exit"]["equals_simulated_evaluation"]
-    True
+    >>> check = export_run("runs/digits_demo", p=20)  # doctest: +SKIP
+    >>> check["checkpoint"]["name"], check["early_exit"]["equals_simulated_evaluation"]
+    ('model.keras', True)
 """
 
 from __future__ import annotations
@@ -18,32 +19,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf import evaluation
+from msdnet_tf import evaluation as evaluation_lib
 from msdnet_tf.common import json_value, write_json
+from msdnet_tf.runs import Run
 from msdnet_tf.serving.export import export_model
 from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit
 
-__all__ = ["export_run", "run_thresholds"]
-
-
-def run_thresholds(workdir: str, p) -> np.ndarray:
-    """Thresholds of budget level `p` (q = p / 20) from a run's ``budgeted.json``.
-
-    Raises:
-        FileNotFoundError: the run has no ``budgeted.json``.
-        ValueError: `p` is not one of its budget levels.
-    """
-    path = os.path.join(workdir, "budgeted.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No budgeted evaluation in the run folder. Received: {path} (missing)"
-        )
-    records = {float(r["p"]): r for r in evaluation.read_budgeted_json(path)["records"]}
-    if float(p) not in records:
-        raise ValueError(
-            f"`p` must be a budget level of {path}: {sorted(records)}. Received: p={p}"
-        )
-    return records[float(p)]["thresholds"]
+__all__ = ["export_run"]
 
 
 def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
@@ -54,7 +36,7 @@ def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats)
     lite = classifier(images)
     engine = LiteEarlyExit(paths["tflite_segments"], thresholds)
     out = engine(images)
-    simulated = evaluation.budgeted_evaluate(lite, labels, thresholds, flops)
+    simulated = evaluation_lib.budgeted_evaluate(lite, labels, thresholds, flops)
     counts = np.bincount(out["exit_index"], minlength=len(flops))
     singles = [engine(images[i : i + 1]) for i in range(min(len(images), 64))]
     full_seconds = _median_seconds(lambda: classifier(images), repeats)
@@ -109,15 +91,19 @@ def export_run(
     tflite: bool = True,
     batch_size: int = 64,
     repeats: int = 3,
+    checkpoint: str = "model.keras",
+    progress: bool = False,
+    fold: bool = False,
 ) -> dict:
-    """Exports a training run and checks the export against the run's own evaluation.
+    """Exports one checkpoint of a training run and checks the export against its evaluation.
 
     Writes every format of `msdnet_tf.serving.export.export_model` into `out_dir` (default
-    ``workdir/export``), with the thresholds of budget level `p` of the run's ``budgeted.json``
-    as the default early-exit thresholds; then reloads the SavedModel with `tf.saved_model.load`
-    and, on the test split:
+    `msdnet_tf.runs.Run.export_dir`: ``<run>/export`` for ``model.keras``), with the
+    thresholds of budget level `p` of the checkpoint's own budgeted evaluation as the default
+    early-exit thresholds; then reloads the SavedModel with `tf.saved_model.load` and, on the
+    test split:
 
-    * ``serving_default``: the largest deviation from the run's ``probabilities.npz``;
+    * ``serving_default``: the largest deviation from the evaluation's probabilities;
     * ``early_exit_default``: accuracy, exit counts and expected FLOPs, and whether every
       sample's exit and class equal the simulated budgeted evaluation
       (`msdnet_tf.evaluation.budgeted_evaluate`) on the same thresholds;
@@ -129,45 +115,40 @@ def export_run(
       wall-clock speed-up over the full TFLite model (`msdnet_tf.serving.lite.LiteClassifier`),
       whole test split per call.
 
-    The results go to ``out_dir/export_check.json`` and are returned.
+    The results, with the checkpoint's identity, go to ``out_dir/export_check.json``.
 
     Args:
-        workdir: a finished run folder (``model.keras``, ``config.json``, ``budgeted.json``,
-            ``probabilities.npz``).
-        out_dir: output folder; default ``workdir/export``.
+        workdir: a run folder.
+        out_dir: output folder; default the run's export folder for `checkpoint`.
         p: the budget level (q = p / 20) whose thresholds become the default ones.
         tflite: also convert to TFLite and check its accuracy.
         batch_size: batch size of the checks and timings.
         repeats: timed passes over the test split per signature.
+        checkpoint: which checkpoint of the run (``model.keras``, ``best.keras``).
+        progress: progress bars (an evaluation computed first, the export stages).
+        fold: the SavedModel serves the BatchNorm-folded model (`export_model`).
 
     Returns:
         The dict written to ``export_check.json``.
 
     Raises:
-        FileNotFoundError: the run folder lacks one of the files above.
-        ValueError: `p` is not a budget level of the run.
+        FileNotFoundError: not a run folder, or a missing checkpoint.
+        ValueError: `p` is not a budget level of the evaluation.
     """
-    from msdnet_tf.evaluation.predict import load_run
     from msdnet_tf.model.costs import per_exit_costs
-    from msdnet_tf.training import load_splits
 
-    model, config = load_run(workdir)
-    probabilities = os.path.join(workdir, "probabilities.npz")
-    if not os.path.exists(probabilities):
-        raise FileNotFoundError(
-            f"The run has no test-set probabilities (scripts/evaluate.py writes them). "
-            f"Received: {probabilities} (missing)"
-        )
-    thresholds = run_thresholds(workdir, p)
-    out_dir = out_dir or os.path.join(workdir, "export")
-    paths = export_model(model, out_dir, thresholds=thresholds, tflite=tflite)
+    run = Run.open(workdir, checkpoint)
+    evaluation = run.evaluation(progress=progress)
+    thresholds = evaluation.thresholds(p)
+    out_dir = out_dir or run.export_dir
+    model = run.model
+    paths = export_model(model, out_dir, thresholds=thresholds, tflite=tflite, fold=fold)
 
-    splits = load_splits(config, batch_size=batch_size)
+    splits = run.splits(batch_size)
     images = splits.normalize(splits.test_images())
-    with np.load(probabilities) as saved:
-        test_probs, labels = saved["test_probs"], saved["test_labels"]
+    test_probs, labels = evaluation.test_probs, evaluation.test_labels
     flops = [c.cumulative_flops for c in per_exit_costs(model)]
-    simulated = evaluation.budgeted_evaluate(test_probs, labels, thresholds, flops)
+    simulated = evaluation_lib.budgeted_evaluate(test_probs, labels, thresholds, flops)
 
     loaded = tf.saved_model.load(paths["saved_model"])
     serving = loaded.signatures["serving_default"]
@@ -182,6 +163,9 @@ def export_run(
     full_seconds = _median_seconds(lambda: _batched(serving, images, batch_size), repeats)
     early_seconds = _median_seconds(lambda: _batched(early, images, batch_size), repeats)
     check = {
+        "checkpoint": evaluation.checkpoint.to_json(),
+        "folded": bool(fold),
+        "evaluation": evaluation.folder,
         "p": float(p),
         "thresholds": thresholds,
         "test_images": int(len(images)),
