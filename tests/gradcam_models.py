@@ -51,6 +51,12 @@ def tiny_images() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def pooled_model() -> keras.Model:
+    """`pooled_cnn()`: one logits output, 3 classes, full-resolution convs."""
+    return pooled_cnn()
+
+
+@pytest.fixture(scope="session")
 def multi_exit_model() -> keras.Model:
     """`multi_exit_cnn()`: three exits, 4 classes."""
     return multi_exit_cnn()
@@ -96,6 +102,17 @@ def tiny_cnn(
     else:
         x = layers.Dense(num_classes, activation=final_activation, name="probs")(x)
     return keras.Model(inputs, x, name="tiny_cnn")
+
+
+def pooled_cnn(num_classes: int = 3, size: int = SIZE, seed: int = 0) -> keras.Model:
+    """conv1 (8, 16x16) -> conv2 (8, 16x16) -> GAP `pool` -> Dense `logits`: no stride, for
+    activation maximisation and the randomisation check."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="pooled_cnn")
 
 
 def multi_exit_cnn(num_classes: int = 4, size: int = SIZE, seed: int = 0) -> keras.Model:

@@ -10,16 +10,6 @@ SIZE = 16
 CLASSES = 3
 
 
-def _conv_model(final_activation=None) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(CLASSES, activation=final_activation, name="logits")(x)
-    return keras.Model(inputs, outputs)
-
-
 def _linear_model(activation=None, seed: int = 1) -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 1))
     x = keras.layers.Flatten()(inputs)
@@ -30,13 +20,8 @@ def _linear_model(activation=None, seed: int = 1) -> keras.Model:
     return model
 
 
-@pytest.fixture(scope="module")
-def conv_model():
-    return _conv_model()
-
-
-def test_scores_increase_markedly_for_every_class(conv_model):
-    result = activation_maximization(conv_model, [0, 1, 2], steps=40, value_range=(-3, 3))
+def test_scores_increase_markedly_for_every_class(pooled_model):
+    result = activation_maximization(pooled_model, [0, 1, 2], steps=40, value_range=(-3, 3))
     assert result.images.shape == (3, SIZE, SIZE, 3) and result.images.dtype == np.float32
     assert result.score_history.shape == (40, 3)
     assert result.regularization_history.shape == (40, 3)
@@ -45,7 +30,7 @@ def test_scores_increase_markedly_for_every_class(conv_model):
     assert np.all(result.final_scores > 0.3)
     assert np.all(result.final_scores > 10 * np.abs(result.initial_scores))
     assert np.all(result.score_history[-1] > result.score_history[0])
-    logits = conv_model.predict_on_batch(result.images)
+    logits = pooled_model.predict_on_batch(result.images)
     np.testing.assert_allclose(logits[np.arange(3), [0, 1, 2]], result.final_scores, rtol=1e-5)
     assert logits.argmax(axis=1).tolist() == [0, 1, 2]
     assert np.all(result.images >= -3) and np.all(result.images <= 3)
@@ -93,23 +78,23 @@ def test_multi_output_by_name_and_index():
     assert np.all(by_name.final_scores > by_name.initial_scores)
 
 
-def test_seed_determinism(conv_model):
+def test_seed_determinism(pooled_model):
     arguments = {"steps": 6, "jitter": 3, "blur_every": 2}
-    first = activation_maximization(conv_model, [0, 2], seed=7, **arguments)
-    again = activation_maximization(conv_model, [0, 2], seed=7, **arguments)
-    other = activation_maximization(conv_model, [0, 2], seed=8, **arguments)
+    first = activation_maximization(pooled_model, [0, 2], seed=7, **arguments)
+    again = activation_maximization(pooled_model, [0, 2], seed=7, **arguments)
+    other = activation_maximization(pooled_model, [0, 2], seed=8, **arguments)
     np.testing.assert_allclose(first.images, again.images, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(first.score_history, again.score_history, rtol=1e-6)
     assert not np.allclose(first.images, other.images)
 
 
-def test_blur_and_total_variation_smooth_the_image(conv_model):
+def test_blur_and_total_variation_smooth_the_image(pooled_model):
     arguments = {"steps": 10, "jitter": 0, "l2_weight": 0.0}
-    rough = activation_maximization(conv_model, [1], tv_weight=0.0, **arguments)
+    rough = activation_maximization(pooled_model, [1], tv_weight=0.0, **arguments)
     blurred = activation_maximization(
-        conv_model, [1], tv_weight=0.0, blur_every=1, blur_sigma=1.0, **arguments
+        pooled_model, [1], tv_weight=0.0, blur_every=1, blur_sigma=1.0, **arguments
     )
-    with_tv = activation_maximization(conv_model, [1], tv_weight=50.0, **arguments)
+    with_tv = activation_maximization(pooled_model, [1], tv_weight=50.0, **arguments)
 
     def tv(images):
         return np.abs(np.diff(images, axis=1)).mean() + np.abs(np.diff(images, axis=2)).mean()
@@ -118,13 +103,13 @@ def test_blur_and_total_variation_smooth_the_image(conv_model):
     assert tv(with_tv.images) < tv(rough.images)
 
 
-def test_callback_and_progress_bar(conv_model, capsys):
+def test_callback_and_progress_bar(pooled_model, capsys):
     calls = []
 
     def record(step, images, scores, penalties):
         calls.append((step, images.shape, scores.shape, penalties.shape))
 
-    activation_maximization(conv_model, 1, steps=4, callback=record, progress=True)
+    activation_maximization(pooled_model, 1, steps=4, callback=record, progress=True)
     assert [call[0] for call in calls] == [1, 2, 3, 4]
     assert calls[0][1:] == ((1, SIZE, SIZE, 3), (1,), (1,))
     assert "activation maximisation" in capsys.readouterr().err
@@ -149,11 +134,11 @@ def test_callback_and_progress_bar(conv_model, capsys):
         ({"initial": np.zeros((2, 2, 3))}, r"initial with shape \(2, 2, 3\)"),
     ],
 )
-def test_bad_arguments_raise(conv_model, kwargs, message):
+def test_bad_arguments_raise(pooled_model, kwargs, message):
     arguments = {"classes": [0], "steps": 2}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        activation_maximization(conv_model, **arguments)
+        activation_maximization(pooled_model, **arguments)
 
 
 def test_multi_output_model_needs_an_output_choice():

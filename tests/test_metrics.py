@@ -1,5 +1,6 @@
 """Faithfulness metrics on models whose right answers are known by construction."""
 
+import gradcam_models
 import keras
 import numpy as np
 import pytest
@@ -32,16 +33,6 @@ def _score_model(kernel: np.ndarray) -> keras.Model:
     model = keras.Model(inputs, dense(x))
     dense.set_weights([kernel.reshape(-1, 1).astype(np.float32)])
     return model
-
-
-def _conv_model(seed: int = 0) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(3, name="logits")(x)
-    return keras.Model(inputs, outputs)
 
 
 def _gradient_map(model, images):
@@ -173,7 +164,7 @@ def test_rank_correlation_of_a_map_with_itself_and_constant_maps():
 
 
 def test_randomization_check():
-    model = _conv_model()
+    model = gradcam_models.pooled_cnn()
     before = [w.copy() for w in model.get_weights()]
     images = np.random.default_rng(3).uniform(size=(4, SIZE, SIZE, 3)).astype(np.float32)
 
