@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 from msdnet_tf import evaluation
+from msdnet_tf.common import check_image_batch
 from msdnet_tf.serving import lite
+from msdnet_tf.serving.engine import EarlyExitClassifier
 from msdnet_tf.serving.export import (
     tflite_probabilities,
     to_tflite,
@@ -65,12 +67,6 @@ def test_reads_a_file_and_reports_attributes(content, tmp_path, images):
     np.testing.assert_allclose(classifier(images[:3]), LiteClassifier(content)(images[:3]))
 
 
-def test_integer_images_are_converted(content):
-    pixels = np.random.default_rng(0).integers(0, 3, size=(2, 16, 16, 3))
-    classifier = LiteClassifier(content, workers=1)
-    np.testing.assert_allclose(classifier(pixels), classifier(pixels.astype("float32")))
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -84,17 +80,108 @@ def test_bad_settings_are_rejected(content, kwargs, message):
         LiteClassifier(content, **kwargs)
 
 
-def test_bad_images_are_rejected(content):
-    classifier = LiteClassifier(content, workers=1)
-    expected = r"must be \(N, 16, 16, 3\). Received: shape \(16, 16, 3\)"
-    with pytest.raises(ValueError, match=expected):
-        classifier(np.zeros((16, 16, 3), "float32"))
-    with pytest.raises(ValueError, match=r"Received: shape \(2, 32, 32, 3\)"):
-        classifier(np.zeros((2, 32, 32, 3), "float32"))
-    with pytest.raises(ValueError, match=r"must be finite. Received: NaN"):
-        classifier(np.full((1, 16, 16, 3), np.nan, "float32"))
-    with pytest.raises(ValueError, match=r"must be numbers. Received: dtype <U1"):
-        classifier(np.full((1, 16, 16, 3), "a"))
+_FLOAT_INPUTS = (
+    "`images` must be floating point model inputs (normalised as the model expects; convert raw "
+    "pixels first). Received: dtype "
+)
+_FINITE = "`images` must be finite. Received: NaN or infinite values"
+
+
+def _with(value, index, dtype="float32", shape=(3, 16, 16, 3)):
+    images = np.random.default_rng(5).normal(size=shape).astype(dtype)
+    images[index] = value
+    return images
+
+
+# (images, the exact message): every engine rejects them before running anything.
+BAD_IMAGES = {
+    "uint8 batch": (np.zeros((3, 16, 16, 3), np.uint8), _FLOAT_INPUTS + "uint8"),
+    "uint8 image": (np.full((1, 16, 16, 3), 255, np.uint8), _FLOAT_INPUTS + "uint8"),
+    "int64 batch": (np.ones((2, 16, 16, 3), np.int64), _FLOAT_INPUTS + "int64"),
+    "strings": (np.full((1, 16, 16, 3), "a"), _FLOAT_INPUTS + "<U1"),
+    "NaN pixel": (_with(np.nan, (2, 5, 7, 1)), _FINITE),
+    "NaN image": (np.full((1, 16, 16, 3), np.nan, np.float32), _FINITE),
+    "inf pixel": (_with(np.inf, (0, 0, 0, 0), "float64"), _FINITE),
+    "wrong shape": (
+        np.zeros((2, 8, 8, 3), np.float32),
+        "`images` must have shape (N, 16, 16, 3). Received: shape (2, 8, 8, 3)",
+    ),
+    "wrong channels": (
+        np.zeros((2, 16, 16, 1), np.float32),
+        "`images` must have shape (N, 16, 16, 3). Received: shape (2, 16, 16, 1)",
+    ),
+    "3-D image": (
+        np.zeros((16, 16, 3), np.float32),
+        "`images` must be a batch of shape (N, 16, 16, 3). For one image, pass `images[None]`. "
+        "Received: shape (16, 16, 3)",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def engines(testing_model, content, segments):
+    return {
+        "EarlyExitClassifier": EarlyExitClassifier(testing_model, [0.5, 0.5], count_blocks=True),
+        "LiteClassifier": LiteClassifier(content, workers=2, sub_batch=1),
+        "LiteEarlyExit": LiteEarlyExit(segments, [0.5, 0.5], workers=2, sub_batch=1),
+    }
+
+
+def _work_done(engine):
+    """What an engine has run so far (None when it does not count)."""
+    if isinstance(engine, EarlyExitClassifier):
+        return engine.block_runs.numpy().tolist()
+    if isinstance(engine, LiteEarlyExit):
+        return engine.segment_images.tolist()
+    return None
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+@pytest.mark.parametrize("name", ["EarlyExitClassifier", "LiteClassifier", "LiteEarlyExit"])
+def test_every_engine_rejects_bad_images(engines, name, case):
+    """Raw pixels, NaN / inf and wrong shapes are one clear error, before any block runs."""
+    engine = engines[name]
+    images, message = BAD_IMAGES[case]
+    before = _work_done(engine)
+    with pytest.raises(ValueError) as error:
+        engine(images)
+    assert str(error.value) == message
+    assert _work_done(engine) == before
+
+
+@pytest.mark.parametrize("name", ["EarlyExitClassifier", "LiteClassifier", "LiteEarlyExit"])
+def test_every_engine_takes_float64_and_empty_batches(engines, name, images):
+    engine = engines[name]
+    as_float32 = engine(images[:5])
+    as_float64 = engine(images[:5].astype("float64"))
+    if isinstance(as_float32, dict):
+        for key in as_float32:
+            np.testing.assert_array_equal(as_float64[key], as_float32[key])
+        assert all(len(v) == 0 for v in engine(images[:0]).values())
+    else:
+        np.testing.assert_array_equal(as_float64, as_float32)
+        assert engine(images[:0]).shape == (3, 0, 10)
+
+
+def test_images_are_checked_once_per_call(segments, content, many_images, monkeypatch):
+    """The check costs one pass over the batch per call, not one per sub-batch or worker."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return check_image_batch(*args, **kwargs)
+
+    monkeypatch.setattr(lite, "check_image_batch", counted)
+    LiteEarlyExit(segments, [0.5, 0.5], workers=2, sub_batch=4)(many_images[:40])
+    LiteClassifier(content, workers=2, sub_batch=4)(many_images[:40])
+    assert calls == [(40, 16, 16, 3)] * 2
+
+
+def test_tflite_probabilities_rejects_raw_pixels_and_nan(content):
+    with pytest.raises(ValueError, match=r"floating point model inputs.*Received: dtype uint8"):
+        tflite_probabilities(content, np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"must be finite. Received: NaN or infinite values"):
+        tflite_probabilities(content, _with(np.nan, (1, 1, 1, 1)))
 
 
 def test_missing_or_corrupt_files_are_reported(tmp_path, content):
@@ -451,7 +538,6 @@ def test_concurrent_calls_take_turns(segments, content, many_images, lite_probs)
 
 def test_public_names_resolve():
     import msdnet_tf
-    from msdnet_tf.serving.engine import EarlyExitClassifier
 
     assert msdnet_tf.LiteClassifier is LiteClassifier
     assert msdnet_tf.LiteEarlyExit is LiteEarlyExit

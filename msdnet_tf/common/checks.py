@@ -46,7 +46,9 @@ def check_positive_int(value, name: str, allow_none: bool = False) -> int | None
     return check_int(value, name, minimum=1)
 
 
-def check_image_batch(images, image_shape=None, name: str = "images") -> np.ndarray:
+def check_image_batch(
+    images, image_shape=None, name: str = "images", allow_empty: bool = False
+) -> np.ndarray:
     """`images` as a C-contiguous float32 ``(N, H, W, C)`` array of finite model inputs.
 
     The engines and the metrics take images already normalised as the model expects: integer
@@ -56,6 +58,8 @@ def check_image_batch(images, image_shape=None, name: str = "images") -> np.ndar
         images: the batch (array-like).
         image_shape: the expected ``(H, W, C)`` (None entries match any size), or None.
         name: the argument's name in the messages.
+        allow_empty: accept a batch of 0 images (the serving engines answer it with empty
+            results); its shape and dtype are still checked.
 
     Raises:
         ValueError: not 4-D, an empty batch, another image shape, not floating point, or NaN /
@@ -68,7 +72,7 @@ def check_image_batch(images, image_shape=None, name: str = "images") -> np.ndar
         raise ValueError(
             f"`{name}` must be a batch of shape {expected}.{hint} Received: shape {array.shape}"
         )
-    if array.shape[0] == 0:
+    if array.shape[0] == 0 and not allow_empty:
         raise ValueError(f"`{name}` is an empty batch. Received: shape {array.shape}")
     if image_shape is not None and any(
         want is not None and got != want for got, want in zip(array.shape[1:], image_shape)

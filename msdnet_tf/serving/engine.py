@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf.common import check_positive_int
+from msdnet_tf.common import check_image_batch, check_positive_int
 from msdnet_tf.serving.stages import exit_stages
 from msdnet_tf.serving.thresholds import check_thresholds
 
@@ -135,7 +135,8 @@ class EarlyExitClassifier:
         """Classifies `images` with early exits.
 
         Args:
-            images: ``(N, H, W, C)`` normalised images (anything `np.asarray` takes).
+            images: ``(N, H, W, C)`` float images, normalised as the model expects (anything
+                `np.asarray` takes; N may be 0).
             thresholds: K (or K-1) thresholds for this call; default: the constructor's.
             batch_size: if given, run the engine on chunks of this many images.
 
@@ -144,8 +145,10 @@ class EarlyExitClassifier:
             the max softmax at the exit taken) and ``exit_index`` (int64, 0-based).
 
         Raises:
-            ValueError: bad thresholds (see `check_thresholds`), none given at all, or images
-                of the wrong shape.
+            ValueError: bad thresholds (see `check_thresholds`), none given at all, a bad
+                `batch_size`, or bad images (`msdnet_tf.common.check_image_batch`: not
+                ``(N, H, W, C)`` of the model's image shape, not floating point, e.g. raw
+                ``uint8`` pixels, or NaN / infinite values).
         """
         if thresholds is None and self.thresholds is None:
             raise ValueError(
@@ -153,13 +156,8 @@ class EarlyExitClassifier:
                 "Received: thresholds=None"
             )
         t = self.thresholds if thresholds is None else check_thresholds(thresholds, self.num_exits)
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"`images` must have shape (N, {', '.join(map(str, self.image_shape))}). "
-                f"Received: shape {images.shape}"
-            )
-        step = batch_size or max(len(images), 1)
+        images = check_image_batch(images, self.image_shape, allow_empty=True)
+        step = check_positive_int(batch_size, "batch_size", allow_none=True) or max(len(images), 1)
         chunks = [
             self.function(tf.constant(images[i : i + step]), tf.constant(t))
             for i in range(0, max(len(images), 1), step)

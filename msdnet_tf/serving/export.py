@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from msdnet_tf.common import write_json
+from msdnet_tf.common import check_image_batch, write_json
 from msdnet_tf.model.builder import num_exits
 from msdnet_tf.serving.engine import EarlyExitClassifier
 from msdnet_tf.serving.lite import interpreter, tensorflow_lite
@@ -261,9 +261,11 @@ def tflite_probabilities(content: bytes, images, num_threads: int | None = None)
 
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
+        ValueError: `images` is not a float ``(N, H, W, C)`` batch of finite values
+            (`msdnet_tf.common.check_image_batch`).
     """
     runner = interpreter(content, num_threads).get_signature_runner("serving_default")
-    outputs = runner(images=np.asarray(images, np.float32))
+    outputs = runner(images=check_image_batch(images))
     names = sorted(outputs, key=lambda name: int(name[len("exit") : -len("_probs")]))
     return np.stack([outputs[name] for name in names])
 

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from msdnet_tf.common import check_positive_int
+from msdnet_tf.common import check_image_batch, check_positive_int
 from msdnet_tf.serving.lite_schedule import (
     Schedule,
     Segment,
@@ -114,22 +114,6 @@ def _read(content) -> bytes:
         raise FileNotFoundError(f"No TFLite file at {path!r} (expected a .tflite flatbuffer).")
     with open(path, "rb") as f:
         return f.read()
-
-
-def _check_images(images, image_shape) -> np.ndarray:
-    """`images` as a C-contiguous float32 ``(N, *image_shape)`` array of finite numbers."""
-    array = np.asarray(images)
-    if array.ndim != 4 or array.shape[1:] != tuple(image_shape):
-        raise ValueError(
-            f"`images` must be (N, {', '.join(map(str, image_shape))}). "
-            f"Received: shape {array.shape}"
-        )
-    if array.dtype.kind not in "fiu":
-        raise ValueError(f"`images` must be numbers. Received: dtype {array.dtype}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("`images` must be finite. Received: NaN or inf values")
-    return array
 
 
 class _ParallelLite:
@@ -225,8 +209,14 @@ class LiteClassifier(_ParallelLite):
         return [np.concatenate([out[name] for out in outputs]) for name in self._names]
 
     def __call__(self, images) -> np.ndarray:
-        """Probabilities of every exit, ``(K, N, classes)`` float32, of `images` (N, H, W, C)."""
-        images = _check_images(images, self.image_shape)
+        """Probabilities of every exit, ``(K, N, classes)`` float32, of `images` (N, H, W, C).
+
+        Raises:
+            ValueError: bad images (`msdnet_tf.common.check_image_batch`: not ``(N, H, W, C)``
+                of the model's image shape, not floating point, e.g. raw ``uint8`` pixels, or
+                NaN / infinite values).
+        """
+        images = check_image_batch(images, self.image_shape, allow_empty=True)
         if len(images) == 0:
             return np.zeros((self.num_exits, 0, self.num_classes), np.float32)
         with self._lock:
@@ -401,7 +391,7 @@ class LiteEarlyExit(_ParallelLite):
             (float32, the max softmax at the exit taken), ``exit_index`` (int64, 0-based).
 
         Raises:
-            ValueError: bad images or thresholds, or no thresholds at all.
+            ValueError: bad thresholds, or none at all; bad images (as `LiteClassifier`).
         """
         if thresholds is None and self.thresholds is None:
             raise ValueError(
@@ -409,7 +399,7 @@ class LiteEarlyExit(_ParallelLite):
                 "Received: thresholds=None"
             )
         t = self.thresholds if thresholds is None else self._thresholds(thresholds)
-        images = _check_images(images, self.image_shape)
+        images = check_image_batch(images, self.image_shape, allow_empty=True)
         if len(images) == 1:  # a single request: no positions to track, no gathers
             with self._lock:
                 class_id, probability, k = self._run_one(images, t)
