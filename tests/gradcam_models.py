@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import randomize_batchnorm
 from keras import layers
 
 import gradcam_tf
@@ -145,7 +146,7 @@ def multi_exit_cnn(num_classes: int = 4, size: int = SIZE, seed: int = 0) -> ker
         x = layers.GlobalAveragePooling2D(name=f"exit{k}_pool")(x)
         outputs.append(layers.Dense(num_classes, name=f"exit{k}_logits")(x))
     model = keras.Model(inputs, outputs, name="multi_exit_cnn")
-    _randomize_batchnorm(model, seed)
+    randomize_batchnorm(model, seed)  # inference-mode BatchNorm is not the identity
     return model
 
 
@@ -260,19 +261,3 @@ def no_spatial_model(size: int = SIZE) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Flatten(name="flatten")(inputs)
     return keras.Model(inputs, layers.Dense(3, name="logits")(x), name="no_spatial")
-
-
-def _randomize_batchnorm(model: keras.Model, seed: int) -> None:
-    """Non-trivial moving statistics, so that inference-mode BatchNorm is not the identity."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    (1 + 0.2 * rng.standard_normal(gamma.shape)).astype(np.float32),
-                    (0.1 * rng.standard_normal(beta.shape)).astype(np.float32),
-                    (0.1 * rng.standard_normal(mean.shape)).astype(np.float32),
-                    (1 + 0.5 * rng.random(var.shape)).astype(np.float32),
-                ]
-            )
