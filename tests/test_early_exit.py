@@ -310,6 +310,9 @@ def test_bad_calls_are_rejected(testing_model, images):
         EarlyExitClassifier(testing_model)(images)
     with pytest.raises(ValueError, match=r"shape \(N, 16, 16, 3\). Received: shape \(2, 8, 8, 3\)"):
         EarlyExitClassifier(testing_model, [0.5, 0.5])(images[:2, :8, :8])
+    for batch_size in (0, 2.5, True):
+        with pytest.raises(ValueError, match=r"`batch_size` must be an integer >= 1. Received: "):
+            EarlyExitClassifier(testing_model, [0.5, 0.5])(images[:2], batch_size=batch_size)
 
 
 @pytest.mark.parametrize("split_blocks", [(0,), (4,), 1, ("1",), (True,)])
@@ -325,7 +328,11 @@ def test_thresholds_are_rounded_up_to_float32():
     assert t.tolist() == [0.5, 0.25, float(np.finfo(np.float32).min)]
 
 
-def test_num_exits_needs_an_msdnet():
+def test_num_exits_needs_an_msdnet(testing_model):
+    import msdnet_tf.model
+
+    assert msdnet_tf.model.num_exits is num_exits
+    assert num_exits(testing_model) == K == len(testing_model.outputs)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
     with pytest.raises(ValueError, match="exit1_logits.*Received: a model named 'plain'"):
         num_exits(plain)
