@@ -13,8 +13,8 @@ from gradcam_tf.callbacks import frames_to_gif
 from msdnet_tf import evaluation, visualize
 from msdnet_tf.config import base_config
 from msdnet_tf.data import load_dataset
-from msdnet_tf.evaluation.predict import evaluate_run
 from msdnet_tf.model.presets import build_preset
+from msdnet_tf.runs import Run
 from msdnet_tf.training import write_config
 from msdnet_tf.visualize.cells import RIGHT, WRONG, overlay_cell
 
@@ -29,7 +29,13 @@ def run(tmp_path_factory):
     model = build_preset("testing")
     write_config(base_config("testing", "digits", epochs=1, batch_size=32), folder)
     model.save(os.path.join(folder, "model.keras"))
-    evaluate_run(model, load_dataset("digits", batch_size=128, image_size=16), folder)
+    other = build_preset("testing")
+    rng = np.random.default_rng(5)
+    for weight in other.trainable_weights:
+        value = np.asarray(weight)
+        weight.assign(value + rng.normal(0, 0.1, value.shape).astype(value.dtype))
+    other.save(os.path.join(folder, "best.keras"))
+    Run.open(folder).evaluate()
     frame = os.path.join(folder, "f.png")
     Image.new("RGB", (30, 20), "white").save(frame)
     frames_to_gif([frame, frame], os.path.join(folder, "gradcam_epochs", "img00004.gif"))
@@ -106,7 +112,7 @@ def test_one_png_per_image_and_exit_with_predictable_names(pages):
 
 def test_row_labels_match_the_evaluation_difficulty(run, pages):
     _, files = pages
-    table, _ = evaluation.read_difficulty_csv(os.path.join(run, "difficulty.csv"))
+    table, _ = evaluation.read_difficulty_csv(os.path.join(run, "eval", "model", "difficulty.csv"))
     expected = visualize.select_images(table.labels, [str(c) for c in range(10)], table,
                                        n=NUM_IMAGES)  # fmt: skip
     rows = files["grid_rows"]
@@ -118,7 +124,7 @@ def test_row_labels_match_the_evaluation_difficulty(run, pages):
 
 
 def test_grid_counts_equal_the_models_own_predictions(run, tmp_path):
-    source = visualize.load_source(run)
+    source = visualize.open_source(run)
     splits = load_dataset("digits", image_size=16)
     indices = np.array([0, 5, 9])
     raw = splits.test_images()[indices]
@@ -133,7 +139,7 @@ def test_grid_counts_equal_the_models_own_predictions(run, tmp_path):
 
 
 def test_grid_cells_show_each_images_map_with_the_right_mark(run, tmp_path):
-    source = visualize.load_source(run)
+    source = visualize.open_source(run)
     splits = load_dataset("digits", image_size=16)
     correct = _test_predictions(source.model, splits) == splits.test_y[None]
     some_right = int(np.flatnonzero(correct.any(0))[0])
@@ -174,7 +180,7 @@ def test_index_html_links_every_file_and_shows_the_per_class_table(run, pages):
     assert "(k/3)" in page
     # Every row of the tables: the class's accuracy at each exit, from the model itself.
     splits = load_dataset("digits", image_size=16)
-    predicted = _test_predictions(visualize.load_source(run).model, splits)
+    predicted = _test_predictions(visualize.open_source(run).model, splits)
     tables = re.findall(r"<table>.*?</table>", page)
     assert sorted(len(re.findall(r"<tr><td>", t)) for t in tables) == [1, 10]
     for table in tables:
@@ -234,7 +240,7 @@ def test_select_images_orders_by_difficulty():
 
 
 def test_model_comparison_with_a_single_output_model(run, tmp_path):
-    source = visualize.load_source(run)
+    source = visualize.open_source(run)
     other = gradcam_models.tiny_cnn(num_classes=10)
     splits = load_dataset("digits", image_size=16)
     indices = np.array([0, 1])
@@ -290,19 +296,85 @@ def test_bad_arguments(run, tmp_path, kwargs, error, message):
 
 
 def test_missing_checkpoint_and_run_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"No checkpoint or run folder at .*nothing"):
+    with pytest.raises(FileNotFoundError, match=r"No model at .*nothing: expected a run folder"):
         visualize.visualize(str(tmp_path / "nothing"), str(tmp_path / "out"))
-    with pytest.raises(FileNotFoundError, match=r"expected the model at .*model\.keras"):
-        visualize.load_source(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"is not a training run: it has no config\.json"):
+        visualize.open_source(str(tmp_path))
     (tmp_path / "weights.h5").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match=r"Expected a \.keras checkpoint"):
-        visualize.load_source(str(tmp_path / "weights.h5"))
+    with pytest.raises(FileNotFoundError, match=r"Expected a \.keras model or a run folder"):
+        visualize.open_source(str(tmp_path / "weights.h5"))
+
+
+def _grid_indices(files):
+    return [int(re.match(r"#(\d+)", r).group(1)) for r in files["grid_rows"]]
+
+
+def test_a_checkpoint_is_drawn_with_its_own_evaluation(run, tmp_path):
+    """Scenario of issue 13: --checkpoint best.keras never reuses model.keras's evaluation."""
+    files = visualize.visualize(run, str(tmp_path / "best"), checkpoint="best.keras",
+                                num_images=6, pages=["grid", "evaluation"],
+                                progress=False)  # fmt: skip
+    best = Run.open(run, "best.keras")
+    stored = best.evaluation(compute=False)  # visualize evaluated best.keras into eval/best/
+    assert stored.folder == os.path.join(run, "eval", "best")
+    assert stored.checkpoint == best.identity
+    difficulty = evaluation.sample_difficulty(stored.test_probs, stored.test_labels)
+    names = [str(c) for c in range(10)]
+    expected = visualize.select_images(stored.test_labels, names, difficulty, n=6)
+    assert _grid_indices(files) == expected.tolist()
+    model_difficulty = evaluation.sample_difficulty(
+        Run.open(run).evaluation(compute=False).test_probs, stored.test_labels
+    )
+    assert not np.array_equal(difficulty.n_correct, model_difficulty.n_correct)
+    with open(files["index"]) as f:
+        page = f.read()
+    assert f"best.keras (weights sha256 {best.identity.sha256[:12]})" in page
+    # The per-class table of the index is best.keras's, computed from its own predictions.
+    predicted = _test_predictions(best.model, best.splits())
+    accuracy = (predicted == best.splits().test_y[None]).astype(float)
+    zero = best.splits().test_y == 0
+    row = f"{100 * accuracy[0][zero].mean():.1f}"
+    assert row in page
+
+
+def test_a_run_with_its_own_hold_out_is_drawn(tmp_path):
+    """Scenario of issue 13: ImageNet-style folders, --config.data.validation_size 3."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("n01", "n02"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                cv2.imwrite(str(tmp_path / "data" / split / cls / f"{i}.JPEG"), image)
+    folder = tmp_path / "run"
+    config = base_config("testing", "imagenet", epochs=1, batch_size=4)
+    config.model.num_classes = 2
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.validation_size = 3
+    write_config(config, str(folder))
+    build_preset("testing", num_classes=2).save(str(folder / "model.keras"))
+    files = visualize.visualize(str(folder), str(tmp_path / "out"), num_images=2,
+                                pages=["grid", "class", "evaluation"],
+                                progress=False)  # fmt: skip
+    assert len(files["grid_rows"]) == 2
+    assert Run.open(str(folder)).evaluation(compute=False).val_probs.shape == (K, 3, 2)
+
+
+def test_a_lone_keras_needs_its_data_and_must_fit_it(tmp_path):
+    """Scenario of issue 13: a .keras without config.json is not drawn as if it were digits."""
+    path = str(tmp_path / "c100.keras")
+    build_preset("testing", num_classes=100).save(path)
+    with pytest.raises(ValueError, match=r"no config\.json beside it: give the data set"):
+        visualize.visualize(path, str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match=r"classifies 100 classes but digits has 10"):
+        visualize.visualize(path, str(tmp_path / "out"), data="digits", progress=False)
+    assert not os.path.exists(tmp_path / "out")  # nothing was drawn
 
 
 def test_a_single_output_checkpoint(tmp_path):
     path = str(tmp_path / "tiny.keras")
     gradcam_models.tiny_cnn(num_classes=10).save(path)
-    files = visualize.visualize(path, str(tmp_path / "out"), num_images=2,
+    files = visualize.visualize(path, str(tmp_path / "out"), data="digits", num_images=2,
                                 pages=["grid", "class", "evaluation"], progress=False)  # fmt: skip
     assert sorted(os.listdir(tmp_path / "out" / "cams")) == sorted(
         f"img{int(r[1:].split()[0]):05d}_exit1.png" for r in files["grid_rows"]

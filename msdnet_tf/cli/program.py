@@ -25,6 +25,9 @@ from absl import app, flags
 __all__ = [
     "USER_ERRORS",
     "check_writable",
+    "define_integer_list",
+    "define_choice_list",
+    "integers",
     "config_names",
     "config_path",
     "progress",
@@ -106,6 +109,47 @@ def _parser(prog: str):
             _fail(prog, f"{error} (--help lists the flags)")
 
     return parse
+
+
+def define_integer_list(name: str, default, help: str, minimum: int = 0):
+    """A comma-separated list of integers >= `minimum`, checked when the flags are parsed.
+
+    Returns:
+        The flag holder; ``integers(holder.value)`` gives the ints (or None).
+    """
+    holder = flags.DEFINE_list(name, default, help)
+
+    def valid(values):
+        return values is None or all(_is_int(v) and int(v) >= minimum for v in values)
+
+    flags.register_validator(
+        name, valid, f"--{name} must be integers >= {minimum} separated by commas"
+    )
+    return holder
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def define_choice_list(name: str, default, choices, help: str):
+    """A comma-separated list of values from `choices`, checked when the flags are parsed."""
+    holder = flags.DEFINE_list(name, default, f"{help} Of: {','.join(choices)}.")
+    flags.register_validator(
+        name,
+        lambda values: values is None or set(values) <= set(choices),
+        f"--{name} must be values of {','.join(choices)} separated by commas",
+    )
+    return holder
+
+
+def integers(values) -> list[int] | None:
+    """The ints of a `define_integer_list` flag's value (None stays None)."""
+    return None if values is None else [int(v) for v in values]
 
 
 def progress() -> bool:

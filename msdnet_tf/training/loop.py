@@ -49,6 +49,7 @@ from msdnet_tf.training.checkpoints import (
     latest_checkpoint,
     truncate_log,
 )
+from msdnet_tf.training.batchnorm import use_reference_statistics
 from msdnet_tf.training.distribute import is_chief, make_strategy, shard_by_data
 from msdnet_tf.training.kernels import use_fast_kernels
 from msdnet_tf.training.optimizer import make_optimizer
@@ -101,9 +102,10 @@ def compile_model(model: keras.Model, config, steps_per_epoch: int) -> keras.Mod
     all 1, the reference). Metrics, per exit: ``top1`` and ``top5`` (``top5`` when there are at
     least 5 classes), logged as ``exit3_logits_top1``, ``val_exit3_logits_top5``, ...
 
-    With ``config.train.fast_kernels`` the model's 1x1 convolutions and training-mode
-    BatchNorms compute with `msdnet_tf.training.kernels.use_fast_kernels` (same model, faster
-    steps).
+    The BatchNorms update their moving variance with the reference's (PyTorch's) unbiased
+    batch variance (`msdnet_tf.training.batchnorm.use_reference_statistics`). With
+    ``config.train.fast_kernels`` the model's 1x1 convolutions and training-mode BatchNorms
+    compute with `msdnet_tf.training.kernels.use_fast_kernels` (same model, faster steps).
 
     Args:
         model: a multi-exit model (one logits output per exit).
@@ -130,6 +132,7 @@ def compile_model(model: keras.Model, config, steps_per_epoch: int) -> keras.Mod
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
         return metrics
 
+    use_reference_statistics(model)
     if train.get("fast_kernels", True):
         use_fast_kernels(model)
     model.compile(
@@ -348,30 +351,27 @@ def train_and_evaluate(
 ) -> dict:
     """Train the model of `config` in `workdir` (resuming if possible), then evaluate it there.
 
+    The final model, ``model.keras``, is evaluated through `msdnet_tf.runs.Run` into
+    ``workdir/eval/model/``, which records the weights' identity.
+
     Args:
         config: the run config (``configs/*.py``).
         workdir: the run folder.
         extra_callbacks: more Keras callbacks for `fit` (e.g. a Grad-CAM recorder).
 
     Returns:
-        The evaluation summary written to ``results.json`` (see
+        The evaluation summary written to ``eval/model/results.json`` (see
         `msdnet_tf.evaluation.predict.evaluate_run`); ``{}`` on non-chief multi-workers, which
         neither evaluate nor write.
 
     Example:
-        >>> from configs import digits  # doctest: +SKIP
+        >>> from msdnet_tf.configs import digits  # doctest: +SKIP
         >>> summary = train_and_evaluate(digits.get_config(), "runs/digits")  # doctest: +SKIP
         >>> summary["per_exit"][-1]["top1"]  # doctest: +SKIP
     """
-    from msdnet_tf.evaluation.predict import evaluate_run
+    from msdnet_tf.runs import Run
 
-    model, splits, chief = _train(config, workdir, extra_callbacks)
+    _, _, chief = _train(config, workdir, extra_callbacks)
     if not chief:
         return {}
-    return evaluate_run(
-        model,
-        splits,
-        workdir,
-        batch_size=int(config.eval.batch_size),
-        budgeted=bool(config.eval.budgeted),
-    )
+    return Run.open(workdir).evaluate().summary

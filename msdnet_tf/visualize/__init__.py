@@ -21,19 +21,20 @@ from msdnet_tf.visualize.grid import compare_models, exit_grid
 from msdnet_tf.visualize.index import write_index
 from msdnet_tf.visualize.pages import PAGES, visualize, visualize_run
 from msdnet_tf.visualize.selection import resolve_classes, select_images
-from msdnet_tf.visualize.source import Source, load_source
+from msdnet_tf.visualize.source import Results, open_source, test_results
 
 __all__ = [
     "LAYER_CHOICES",
     "PAGES",
     "ExitMaps",
-    "Source",
+    "Results",
     "class_attention",
     "class_model_page",
     "compare_models",
     "exit_grid",
     "explain_exits",
-    "load_source",
+    "open_source",
+    "test_results",
     "plot_per_class_table",
     "plot_per_exit_accuracy",
     "resolve_classes",

@@ -1,7 +1,8 @@
 """What each exit looks at: Grad-CAM pages of a trained MSD-Net (or any Keras classifier).
 
-`visualize(source, out_dir)` takes a training run folder (model.keras, config.json and the
-evaluation's files) or a ``.keras`` checkpoint, and writes into `out_dir`:
+`visualize(source, out_dir)` takes a training run folder (at one of its checkpoints) or a
+``.keras`` file with the name of its data set, opens it with `msdnet_tf.runs.Run`, and writes
+into `out_dir` (``index.html`` first names the checkpoint and its evaluation):
 
 * ``grid.png``: the Grad-CAM blog's Fig. 2. Rows are images (chosen by class name, by index,
   or the hardest / easiest by the evaluation's sample difficulty), columns the image and each
@@ -30,8 +31,8 @@ Target layers: ``layer="conv_out"`` (default) explains each exit at its head's l
 of all chosen exits come from one forward and one backward pass (`gradcam_tf.GradCAM`).
 
 Example:
-    >>> files = visualize("runs/digits", "runs/digits/visualize", hardest=8)
-    >>> files["grid"], files["index"]
+    >>> files = visualize("runs/digits", "runs/digits/visualize", hardest=8)  # doctest: +SKIP
+    >>> files["grid"], files["index"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -46,21 +47,14 @@ import numpy as np
 
 import gradcam_tf
 from msdnet_tf import evaluation
+from msdnet_tf.runs import Run
 from msdnet_tf.visualize.charts import plot_per_class_table, plot_per_exit_accuracy
 from msdnet_tf.visualize.exits import LAYER_CHOICES, exit_numbers
 from msdnet_tf.visualize.figures import class_attention, class_model_page, saliency_page
 from msdnet_tf.visualize.grid import compare_models, exit_grid
 from msdnet_tf.visualize.index import table_html, write_index
 from msdnet_tf.visualize.selection import choose_images, default_class, resolve_classes
-from msdnet_tf.visualize.source import (
-    Source,
-    load_difficulty,
-    load_per_class_rows,
-    load_per_exit_records,
-    load_source,
-    load_splits,
-    load_test_probs,
-)
+from msdnet_tf.visualize.source import Results, open_source, test_results
 
 __all__ = ["PAGES", "visualize", "visualize_run"]
 
@@ -77,7 +71,7 @@ def _progress(enabled: bool, total: int):
 class _Job:
     """What every page of one `visualize` call shares."""
 
-    src: Source
+    src: Run
     splits: object
     raw: np.ndarray  # uint8 test images at the model's input size
     labels: np.ndarray
@@ -86,9 +80,16 @@ class _Job:
     exits: list[int]
     layer: str
     out_dir: str
-    probs: np.ndarray
-    class_rows: list[dict]
+    results: Results
     explainer: gradcam_tf.GradCAM
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.results.probs
+
+    @property
+    def class_rows(self) -> list[dict]:
+        return self.results.per_class
 
     @property
     def model(self) -> keras.Model:
@@ -226,8 +227,9 @@ def _is_grey(images: np.ndarray) -> bool:
 
 
 def _page_evaluation(job: _Job, files: dict) -> dict:
-    records = load_per_exit_records(job.src, job.probs, job.labels)
-    files["per_exit"] = plot_per_exit_accuracy(records, os.path.join(job.out_dir, "per_exit.png"))
+    files["per_exit"] = plot_per_exit_accuracy(
+        job.results.per_exit, os.path.join(job.out_dir, "per_exit.png")
+    )
     files["per_class_table"] = plot_per_class_table(
         job.class_rows, job.exit_labels, os.path.join(job.out_dir, "per_class_table.png")
     )
@@ -264,7 +266,8 @@ def _page_compare(job: _Job, files: dict, other: tuple[str, keras.Model]) -> dic
 
 
 def _page_animations(job: _Job, files: dict) -> dict | None:
-    files["animations"] = _copy_animations(job.src.run_dir, job.out_dir) if job.src.run_dir else []
+    folder = job.src.folder
+    files["animations"] = _copy_animations(folder, job.out_dir) if folder else []
     if not files["animations"]:
         return None
     return {
@@ -312,7 +315,7 @@ def visualize(
     Args:
         source: a training run folder or a ``.keras`` checkpoint.
         out_dir: output folder (created).
-        data: data set name (default: the run's, else 'digits').
+        data: the data set's name: required for a lone ``.keras`` file; a run uses its own.
         data_dir: where CIFAR archives / ImageNet folders are (default: the run's).
         classes: class name(s) whose images fill the grid (hardest first).
         indices: explicit test-set indices for the grid.
@@ -329,7 +332,8 @@ def visualize(
         class_model_steps: gradient-ascent steps of the class-model page.
         class_model_exits: exits of the class-model page (default: `exits`).
         smooth_samples: noisy copies per image for SmoothGrad.
-        checkpoint: which file of a run folder to load ('model.keras' or 'best.keras').
+        checkpoint: which file of a run folder to load ('model.keras' or 'best.keras'); its
+            own evaluation (``<run>/eval/<name>``) is used, or computed when missing or stale.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -340,27 +344,20 @@ def visualize(
         ValueError: an unknown class name, an index out of range, unknown pages or exits.
     """
     _check_pages(pages, layer)
-    src = load_source(source, checkpoint)
+    src = open_source(source, checkpoint, data, data_dir)
     numbers = exit_numbers(src.model, exits)
     am_exits = numbers if class_model_exits is None else exit_numbers(src.model, class_model_exits)
-    splits = load_splits(src, data, data_dir)
+    splits = src.splits()
     names = [str(c) for c in splits.class_names]
     labels = np.asarray(splits.test_y, np.int64)
     focus = None if class_name is None else names[resolve_classes(class_name, names)[0]]
     if classes is not None:
         resolve_classes(classes, names)  # fail before any work
-    probs = load_test_probs(src, src.model, splits)
+    other = _compare_source(compare, src) if "compare" in pages and compare is not None else None
+    results = test_results(src, names, progress)
     chosen = choose_images(
-        labels,
-        names,
-        load_difficulty(src, probs, labels),
-        classes,
-        indices,
-        hardest,
-        easiest,
-        num_images,
+        labels, names, results.difficulty, classes, indices, hardest, easiest, num_images
     )
-    other = _compare_source(compare) if "compare" in pages and compare is not None else None
     os.makedirs(out_dir, exist_ok=True)
     job = _Job(
         src,
@@ -372,8 +369,7 @@ def visualize(
         numbers,
         layer,
         out_dir,
-        probs,
-        load_per_class_rows(src, probs, labels, names),
+        results,
         gradcam_tf.GradCAM(src.model),
     )
     files: dict = {"cams": [], "animations": []}
@@ -400,14 +396,16 @@ def visualize(
                 bar.update(1)
     finally:
         bar.close()
+    sections.insert(0, {"title": "Checkpoint", "caption": results.described})
     files["index"] = write_index(out_dir, f"What each exit looks at: {src.name}", sections)
     return files
 
 
-def _compare_source(compare) -> tuple[str, keras.Model]:
+def _compare_source(compare, run: Run) -> tuple[str, keras.Model]:
+    """A second model: a Keras model, or a run folder or ``.keras`` file (on `run`'s data)."""
     if isinstance(compare, keras.Model):
         return compare.name, compare
-    other = load_source(compare)
+    other = open_source(compare, data=run.data)
     return other.name, other.model
 
 
