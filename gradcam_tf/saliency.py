@@ -4,7 +4,8 @@ Both give, for each explained output, ``|dS/dx|`` for the input image x and targ
 reduced over the colour channels by their maximum and min-max normalised per sample, as
 tf-keras-vis 0.8.7 (`tf_keras_vis.saliency.Saliency`). The scores of several outputs come from
 one forward pass and one backward pass per output (every output reads the input, so their
-gradients cannot share one pass).
+gradients cannot share one pass). `explain_with_probabilities` also returns each output's
+probabilities, read from the forward pass on the clean images.
 """
 
 from __future__ import annotations
@@ -73,30 +74,65 @@ class Saliency(Explainer):
         Raises:
             ValueError: for images of the wrong rank, shape or dtype, or bad targets.
         """
+        return self._explain(images, targets, outputs, keep_channels, normalize)[0]
+
+    def explain_with_probabilities(
+        self,
+        images,
+        targets=None,
+        outputs=None,
+        keep_channels: bool = False,
+        normalize: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Saliency maps and each explained output's probabilities on the images.
+
+        The probabilities (``score_on="probabilities"`` in `gradcam_tf.outputs`, whatever this
+        explainer's own `score_on`) are read from the forward pass on the clean images that
+        the maps already need, as `gradcam_tf.BaseCAM.explain_with_probabilities`.
+
+        Args:
+            images, targets, outputs, keep_channels, normalize: as `explain`.
+
+        Returns:
+            (maps, probabilities): per explained output, the maps of `explain` and a float32
+            array (batch, ..., classes) of probabilities.
+
+        Raises:
+            ValueError: as `explain`.
+        """
+        return self._explain(images, targets, outputs, keep_channels, normalize)
+
+    def _explain(self, images, targets, outputs, keep_channels, normalize) -> tuple[list, list]:
         x = self._images(images)
         positions = self.output_positions(outputs)
         specs = split_targets(targets, len(positions))
+        gradients, probabilities = self.input_gradients(x, positions, specs)
         maps = []
-        for grads in self.input_gradients(x, positions, specs):
+        for grads in gradients:
             grads = np.asarray(grads, np.float32)
             if not keep_channels:
                 grads = grads.max(axis=-1)
             maps.append(normalize_maps(grads) if normalize else grads)
-        return maps
+        return maps, [np.asarray(p, np.float32) for p in probabilities]
 
-    def input_gradients(self, x: tf.Tensor, positions: list[int], specs: list) -> list[tf.Tensor]:
-        """The hook: ``|dS/dx|`` (batch, height, width, channels) for each explained output."""
+    def input_gradients(self, x: tf.Tensor, positions: list[int], specs: list) -> tuple:
+        """The hook: ``|dS/dx|`` (batch, height, width, channels) for each explained output,
+        and each output's probabilities on the clean images `x` (read from the same forward
+        pass)."""
         return self._abs_gradients(x, positions, specs, batch=x.shape[0])
 
-    def _abs_gradients(self, x, positions, targets, batch):
-        """|dS/dx| of rows x (groups * batch, ...), group-major, summed over the groups.
+    def _abs_gradients(self, x, positions, targets, batch) -> tuple[list, list]:
+        """|dS/dx| of rows x (groups * batch, ...), group-major, summed over the groups, and
+        the probabilities of the first group's rows.
 
         `targets` holds resolved `Target`s, or specs resolved here on the first group.
         """
         scorers = [self._scorer(k) for k in positions]
+        readers = [self._outputs.scorer(k, "probabilities") for k in positions]
+        fetch = list(dict.fromkeys([*(s.tensor for s in scorers), *(r.tensor for r in readers)]))
         with tf.GradientTape(persistent=len(positions) > 1) as tape:
             tape.watch(x)
-            values, _ = self._graph.run([x], [s.tensor for s in scorers])
+            values, _ = self._graph.run([x], fetch)
             totals = []
             for i, scorer in enumerate(scorers):
                 scored = scorer.transform(values[scorer.tensor])
@@ -110,7 +146,7 @@ class Saliency(Explainer):
         for grad in grads:
             grad = tf.zeros_like(x) if grad is None else tf.abs(tf.cast(grad, tf.float32))
             result.append(tf.reduce_sum(tf.reshape(grad, (groups, batch, *x.shape[1:])), axis=0))
-        return result
+        return result, [r.transform(values[r.tensor][:batch]) for r in readers]
 
 
 class SmoothGrad(Saliency):
@@ -157,15 +193,17 @@ class SmoothGrad(Saliency):
             raise ValueError(f"`noise` must be a finite number >= 0. Received: noise={noise!r}")
         self.noise, self.seed = float(noise), seed
 
-    def input_gradients(self, x: tf.Tensor, positions: list[int], specs: list) -> list[tf.Tensor]:
+    def input_gradients(self, x: tf.Tensor, positions: list[int], specs: list) -> tuple:
         batch = x.shape[0]
-        values, _ = self._graph.run([x], [self._scorer(k).tensor for k in positions])
-        targets = []
-        for spec, position in zip(specs, positions):
-            scorer = self._scorer(position)
-            targets.append(
-                resolve_target(spec, scorer.transform(values[scorer.tensor]), scorer.name)
-            )
+        scorers = [self._scorer(k) for k in positions]
+        readers = [self._outputs.scorer(k, "probabilities") for k in positions]
+        fetch = list(dict.fromkeys([*(s.tensor for s in scorers), *(r.tensor for r in readers)]))
+        values, _ = self._graph.run([x], fetch)
+        targets = [
+            resolve_target(spec, scorer.transform(values[scorer.tensor]), scorer.name)
+            for spec, scorer in zip(specs, scorers)
+        ]
+        probabilities = [r.transform(values[r.tensor]) for r in readers]
         clean = x.numpy()
         axes = tuple(range(1, clean.ndim))
         spread = clean.max(axis=axes, keepdims=True) - clean.min(axis=axes, keepdims=True)
@@ -178,6 +216,6 @@ class SmoothGrad(Saliency):
             draw = rng.standard_normal((count, *clean.shape))
             noisy = (clean[None] + (sigma * draw).astype(np.float32)).astype(np.float32)
             rows = tf.constant(noisy.reshape(-1, *clean.shape[1:]))
-            grads = self._abs_gradients(rows, positions, list(targets), batch)
+            grads, _ = self._abs_gradients(rows, positions, list(targets), batch)
             totals = [total + grad for total, grad in zip(totals, grads)]
-        return [total / self.samples for total in totals]
+        return [total / self.samples for total in totals], probabilities

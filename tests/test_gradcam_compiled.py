@@ -199,7 +199,8 @@ def test_maps_and_probabilities_come_from_the_explain_graph(multi_exit_model, mu
 @pytest.mark.parametrize("final", ["dense", "activation_layer"])
 def test_probabilities_are_the_models_own_softmax_output(tiny_images, final):
     """For a model ending in a softmax, the probabilities are its output, whatever `score_on`
-    the maps are scored on; Score-CAM (no gradients) gives them too."""
+    the maps are scored on; Score-CAM (no gradients) gives them too, and the saliency methods
+    (SmoothGrad: on the clean images, not the noisy copies)."""
     model = gradcam_models.tiny_cnn(
         final_activation="softmax", separate_activation=final == "activation_layer"
     )
@@ -208,6 +209,9 @@ def test_probabilities_are_the_models_own_softmax_output(tiny_images, final):
         gradcam_tf.GradCAM(model),
         gradcam_tf.GradCAM(model, score_on="probabilities"),
         gradcam_tf.ScoreCAM(model, max_channels=2),
+        gradcam_tf.Saliency(model),
+        gradcam_tf.SmoothGrad(model, samples=2, noise=0.5, seed=0),
     ):
-        _, (probs,) = explainer.explain_with_probabilities(tiny_images, targets=[0, 1, 2])
+        (maps,), (probs,) = explainer.explain_with_probabilities(tiny_images, targets=[0, 1, 2])
         np.testing.assert_allclose(probs, expected, atol=1e-6)
+        np.testing.assert_array_equal(maps, explainer.explain(tiny_images, targets=[0, 1, 2])[0])

@@ -34,12 +34,16 @@ def _explainer(cls):
     return call
 
 
-def _with_probabilities(model, tmp_path, score_on=None, **kwargs):
-    options = {} if score_on is None else {"score_on": score_on}
-    maps, probs = gradcam_tf.GradCAM(model, **options).explain_with_probabilities(
-        X, targets=1, **kwargs
-    )
-    return [*maps, *probs]
+def _with_probabilities(cls):
+    def call(model, tmp_path, score_on=None, **kwargs):
+        options = dict(OPTIONS.get(cls, {}))
+        if score_on is not None:
+            options["score_on"] = score_on
+        explainer = cls(model, **options)
+        maps, probs = explainer.explain_with_probabilities(X, targets=1, **kwargs)
+        return [*maps, *probs]
+
+    return call
 
 
 def _causal(function, **options):
@@ -74,7 +78,10 @@ def _callback(model, tmp_path, **kwargs):
 # name -> (call, scores one output only, takes score_on)
 FUNCTIONS = {
     **{f"{m.__name__}.explain": (_explainer(m), False, True) for m in ALL_METHODS},
-    "GradCAM.explain_with_probabilities": (_with_probabilities, False, True),
+    **{
+        f"{m.__name__}.explain_with_probabilities": (_with_probabilities(m), False, True)
+        for m in (gradcam_tf.GradCAM, gradcam_tf.ScoreCAM, gradcam_tf.Saliency)
+    },
     "deletion_auc": (_causal(gradcam_tf.deletion_auc), True, True),
     "insertion_auc": (_causal(gradcam_tf.insertion_auc, baseline="zeros"), True, True),
     "average_drop_increase": (_average_drop, True, True),
