@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from msdnet_tf import training
 from msdnet_tf.config import base_config
+from msdnet_tf.runs import Run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -229,14 +230,19 @@ def smoke_run(tmp_path_factory):
 
 def test_short_training_run_writes_the_run_folder(smoke_run):
     config, workdir, summary = smoke_run
-    for name in ("config.json", "config.txt", "log.csv", "model.keras", "best.keras", "best.json",
-                 "per_exit.json", "per_exit.csv", "per_class.csv", "per_class.png",
-                 "difficulty.csv", "difficulty_hist.png", "anytime.png", "budgeted.json",
-                 "budgeted.png", "probabilities.npz", "results.json"):  # fmt: skip
+    for name in ("config.json", "config.txt", "log.csv", "model.keras", "best.keras", "best.json"):
         assert (workdir / name).exists(), name
+    evaluated = workdir / "eval" / "model"  # model.keras's evaluation, naming its weights
+    for name in ("per_exit.json", "per_exit.csv", "per_class.csv", "per_class.png",
+                 "difficulty.csv", "difficulty_hist.png", "anytime.png", "budgeted.json",
+                 "budgeted.png", "probabilities.npz", "results.json",
+                 "checkpoint.json"):  # fmt: skip
+        assert (evaluated / name).exists(), name
+    record = json.loads((evaluated / "checkpoint.json").read_text())
+    assert record["checkpoint"] == Run.open(str(workdir)).identity.to_json()
     assert os.listdir(workdir / "tensorboard")
     assert len(summary["per_exit"]) == 3
-    assert json.loads((workdir / "results.json").read_text())["per_exit"] == json.loads(
+    assert json.loads((evaluated / "results.json").read_text())["per_exit"] == json.loads(
         json.dumps(summary["per_exit"])
     )
     assert sorted(os.listdir(workdir / "checkpoints")) == ["epoch_0001.keras", "epoch_0002.keras"]
@@ -244,7 +250,7 @@ def test_short_training_run_writes_the_run_folder(smoke_run):
     assert len(log) == 3
     for key in ("exit1_logits_top1", "exit3_logits_top5", "val_exit3_logits_top1", "val_loss"):
         assert key in log[0].split(",")
-    probs = np.load(workdir / "probabilities.npz")
+    probs = np.load(evaluated / "probabilities.npz")
     assert probs["test_probs"].shape == (3, 450, 10) and probs["val_probs"].shape == (3, 269, 10)
     np.testing.assert_allclose(probs["test_probs"].sum(-1), 1.0, atol=1e-5)
     saved = json.loads((workdir / "config.json").read_text())
@@ -445,7 +451,7 @@ def test_two_process_multi_worker_run_finishes_an_epoch(tmp_path):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     run = tmp_path / "run"
-    assert (run / "model.keras").exists() and (run / "results.json").exists()
+    assert (run / "model.keras").exists() and (run / "eval" / "model" / "results.json").exists()
     assert (run / "checkpoints" / "epoch_0001.keras").exists()
     assert len((run / "log.csv").read_text().splitlines()) == 2  # the chief's log only
     assert "Last exit test top-1" in outputs[0]
