@@ -177,7 +177,8 @@ def _fused_batchnorm_call(self, inputs, training=None, mask=None):
     """Bound to a ``BatchNormalization`` as its ``call`` (see `use_fast_kernels`)."""
     if not (training and self.trainable) or mask is not None:
         return type(self).call(self, inputs, training=training, mask=mask)
-    x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
+    # As Keras: statistics in float32 at least (float16/bfloat16 inputs are cast up).
+    x = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
     gamma, beta = (tf.cast(tf.convert_to_tensor(v), x.dtype) for v in (self.gamma, self.beta))
     y, mean, variance = batch_normalization_training(x, gamma, beta, self.epsilon)
     update_moving_statistics(self, mean, variance, channel_count(x))
