@@ -5,9 +5,11 @@
 - `msdnet_tf.training.optimizer`: `ReferenceSGD` and the learning-rate schedules;
 - `msdnet_tf.training.distribute`: strategies by name and the chief process;
 - `msdnet_tf.training.checkpoints` and `msdnet_tf.training.callbacks`: resumable run folders;
-- `msdnet_tf.training.kernels`: faster training kernels for the same model.
+- `msdnet_tf.training.kernels`: faster training kernels for the same model;
+- `msdnet_tf.training.batchnorm`: BatchNorm moving statistics updated as the reference's.
 """
 
+from msdnet_tf.training.batchnorm import use_keras_statistics, use_reference_statistics
 from msdnet_tf.training.checkpoints import latest_checkpoint
 from msdnet_tf.training.distribute import STRATEGIES, is_chief, make_strategy
 from msdnet_tf.training.loop import (
@@ -35,5 +37,7 @@ __all__ = [
     "per_exit_labels",
     "train",
     "train_and_evaluate",
+    "use_keras_statistics",
+    "use_reference_statistics",
     "write_config",
 ]
