@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 from helpers import randomize_batchnorm
 
+from msdnet_tf import training
+from msdnet_tf.config import base_config
 from msdnet_tf.model.presets import build_preset
 from msdnet_tf.training.batchnorm import (
     bessel_corrected,
@@ -314,3 +316,40 @@ def test_mirrored_strategy_keeps_the_first_replicas_statistics_on_every_replica(
         for replica in range(2):
             np.testing.assert_allclose(means[replica], mean, rtol=1e-5, err_msg=kernels)
             np.testing.assert_allclose(variances[replica], variance, rtol=1e-5, err_msg=kernels)
+
+
+@pytest.mark.parametrize(
+    "fast,jit,policy",
+    [
+        (False, False, "float32"),
+        pytest.param(True, True, "float32", marks=pytest.mark.slow),
+        pytest.param(False, True, "float32", marks=pytest.mark.slow),
+        pytest.param(True, False, "mixed_bfloat16", marks=pytest.mark.slow),
+    ],
+)
+def test_compiled_training_step_updates_as_pytorch(fast, jit, policy):
+    """`training.compile_model` + `train_on_batch` (the step `fit` runs): a head BatchNorm's
+    moving variance after one step is PyTorch's, from the input that BatchNorm saw."""
+    config = base_config("testing", "digits", epochs=1, batch_size=4)
+    config.train.fast_kernels, config.train.jit_compile = fast, jit
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = training.build_model(config)
+        training.compile_model(model, config, steps_per_epoch=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert reference_statistics_layers(model) == [layer.name for layer in norms]
+    layer = model.get_layer("exit2_head2_bn")  # 4 x 2 x 2 values per channel: n / (n - 1) = 16/15
+    x = np.random.default_rng(4).normal(size=(4, 16, 16, 3)).astype("float32")
+    saved = [v.numpy() for v in model.non_trainable_variables]
+    seen = keras.Model(model.inputs, layer.input)(x, training=True)
+    for variable, value in zip(model.non_trainable_variables, saved, strict=True):
+        variable.assign(value)
+    weights = [w.numpy() for w in layer.weights]
+    want_mean, want_variance = _pytorch_update(weights, np.asarray(tf.cast(seen, tf.float32)))
+    model.train_on_batch(x, {name: np.arange(4) for name in model.output_names})
+    rtol = 1e-5 if policy == "float32" else 2e-2
+    np.testing.assert_allclose(layer.moving_mean.numpy(), want_mean, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), want_variance, rtol=rtol)
