@@ -195,7 +195,7 @@ def use_reference_statistics(model: keras.Model) -> int:
     Example:
         >>> model = build_preset("testing")
         >>> use_reference_statistics(model)
-        37
+        25
     """
     _check_model(model)
     for layer in _layers(model):

@@ -1,13 +1,13 @@
 """Faster kernels for the standard layers MSD-Net is made of, without changing the model.
 
 A training step of MSD-Net on a CPU is not limited by its FLOPs: its convolutions are narrow
-(6 to 48 output channels) and each is followed by a BatchNorm that Keras computes with ~25 small
+(6 to 48 output channels) and each is followed by a BatchNorm that Keras computes with many small
 TensorFlow ops, every one of them a pass over memory (profile in ``benchmarks/RESULTS.md``).
 `use_fast_kernels` changes *how* two kinds of layers of a built model compute, never *what*:
 
 * ``Conv2D`` with a 1x1 kernel, stride 1: ``conv(x, K) = reshape(reshape(x, [-1, C_in]) @ K)``.
-  The matrix product and its two gradients run 1.1-1.8x faster on oneDNN than its convolution
-  kernels do on these narrow outputs. Same numbers up to float32 rounding.
+  The matrix product and its two gradients run faster on oneDNN than its convolution kernels
+  do on these narrow outputs (``benchmarks/RESULTS.md``). Same numbers up to rounding.
 * ``BatchNormalization`` in training mode (``training=True`` on a trainable layer): batch
   statistics and normalisation, and the closed-form gradient
 
@@ -16,7 +16,8 @@ TensorFlow ops, every one of them a pass over memory (profile in ``benchmarks/RE
       dgamma = sum(dy * x_hat),  dbeta = sum(dy),
 
   (means and sums over every axis but the channels; Ioffe & Szegedy, 2015), each compiled by XLA
-  into one fused kernel. The moving statistics are updated by
+  into one fused kernel, in float32 at least (float16/bfloat16 inputs are cast up, float64
+  stays float64). The moving statistics are updated by
   `msdnet_tf.training.batchnorm.update_moving_statistics`: as Keras does
   (``moving = moving * momentum + batch * (1 - momentum)``, biased batch variance), or with
   PyTorch's unbiased batch variance on layers marked by `use_reference_statistics` (what
