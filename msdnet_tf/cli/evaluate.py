@@ -18,17 +18,8 @@ from msdnet_tf.runs import Run
 __all__ = ["main"]
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run folder (config.json, *.keras).")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "model.keras", "Which checkpoint of the run folder (model.keras, best.keras)."
-)
 _MODEL = flags.DEFINE_string("model", None, "A .keras model, instead of --workdir.")
-_DATA = flags.DEFINE_enum(
-    "data", None, ["digits", "cifar10", "cifar100", "imagenet"],
-    "The data set of a lone --model (a run folder's own otherwise).",
-)  # fmt: skip
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Where CIFAR archives / ImageNet folders are (default: the run's config)."
-)
+_CHECKPOINT, _DATA, _DATA_DIR = program.define_run_flags()
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <run>/eval/<checkpoint>).")
 flags.register_multi_flags_validator(
     ["workdir", "model"],

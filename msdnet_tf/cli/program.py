@@ -20,12 +20,17 @@ import os
 import sys
 import traceback
 
-from absl import app, flags
+# Before TensorFlow loads (the programs import it after this module): its C++ INFO lines would
+# bury a program's output. A user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
 
 __all__ = [
     "USER_ERRORS",
     "check_writable",
     "define_integer_list",
+    "define_run_flags",
     "define_choice_list",
     "integers",
     "config_names",
@@ -109,6 +114,27 @@ def _parser(prog: str):
             _fail(prog, f"{error} (--help lists the flags)")
 
     return parse
+
+
+def define_run_flags():
+    """The flags naming what a program reads: ``--checkpoint``, ``--data``, ``--data_dir``.
+
+    Returns:
+        (checkpoint, data, data_dir) flag holders.
+    """
+    from msdnet_tf.data import DATASETS
+
+    checkpoint = flags.DEFINE_string(
+        "checkpoint", "model.keras", "Which checkpoint of a run folder (model.keras, best.keras)."
+    )
+    data = flags.DEFINE_enum(
+        "data", None, list(DATASETS),
+        "The data set of a lone .keras model (a run folder's own otherwise).",
+    )  # fmt: skip
+    data_dir = flags.DEFINE_string(
+        "data_dir", None, "Where CIFAR archives / ImageNet folders are (default: the run's)."
+    )
+    return checkpoint, data, data_dir
 
 
 def define_integer_list(name: str, default, help: str, minimum: int = 0):

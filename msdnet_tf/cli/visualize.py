@@ -26,15 +26,8 @@ from msdnet_tf.visualize.pages import PAGES
 __all__ = ["main"]
 
 _MODEL = flags.DEFINE_string("model", None, "A training run folder or a .keras model.")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "model.keras", "Which checkpoint of a run folder (model.keras, best.keras)."
-)
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <run>/visualize).")
-_DATA = flags.DEFINE_enum(
-    "data", None, ["digits", "cifar10", "cifar100", "imagenet"],
-    "The data set of a lone .keras model (a run folder's own otherwise).",
-)  # fmt: skip
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where CIFAR archives / ImageNet folders are.")
+_CHECKPOINT, _DATA, _DATA_DIR = program.define_run_flags()
 _CLASSES = flags.DEFINE_list("classes", None, "Grid rows: images of these class names.")
 _INDICES = program.define_integer_list("indices", None, "Grid rows: these test-set indices.")
 _HARDEST = flags.DEFINE_integer("hardest", None, "Grid rows: the N hardest test images.",
