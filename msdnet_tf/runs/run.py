@@ -491,6 +491,6 @@ class Run:
 
 
 def _read_config(path: str):
-    import ml_collections
+    from msdnet_tf.config import from_json
 
-    return ml_collections.ConfigDict(read_json(path, "run config"))
+    return from_json(read_json(path, "run config"))

@@ -2,8 +2,10 @@
 
 Every epoch the full state (weights, BN statistics, optimiser slots and step) is written
 atomically to ``workdir/checkpoints/epoch_{e:04d}.keras`` (`EpochCheckpoint`); `latest_checkpoint`
-finds the newest complete one. Files being written carry the `PARTIAL_PREFIX`, so a run killed
-mid-write never leaves a file that looks complete (`clean_partial_files` removes them).
+finds the newest complete one and `restore_checkpoint` loads the newest readable one (a damaged
+file, e.g. truncated by a full disk, is skipped with one warning). Files being written carry the
+`PARTIAL_PREFIX`, so a run killed mid-write never leaves a file that looks complete
+(`clean_partial_files` removes them).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import csv
 import glob
 import os
 import re
+import zipfile
 
 import keras
 import numpy as np
+from absl import logging
 
 from msdnet_tf.common import read_json, write_json
 
@@ -28,6 +32,7 @@ __all__ = [
     "inference_model",
     "latest_checkpoint",
     "list_checkpoints",
+    "restore_checkpoint",
     "truncate_log",
 ]
 
@@ -68,6 +73,51 @@ def latest_checkpoint(workdir: str) -> tuple[str | None, int]:
         return None, 0
     epoch, path = found[-1]
     return path, epoch
+
+
+def restore_checkpoint(model: keras.Model, workdir: str) -> tuple[str | None, int]:
+    """Loads the newest readable checkpoint of `workdir` into `model`.
+
+    A damaged checkpoint (a truncated or otherwise unreadable file) is reported in one warning
+    line and the one before it is used; training then repeats the epochs after it.
+
+    Args:
+        model: the compiled model of the run's config, its optimiser built (so that the
+            optimiser slots are restored too).
+        workdir: the run folder.
+
+    Returns:
+        (path, completed epochs) of the checkpoint loaded, or (None, 0) when there is none.
+
+    Raises:
+        ValueError: no checkpoint is readable, or one does not fit `model` (the model of the
+            config is not the one the run trained).
+    """
+    found = list_checkpoints(workdir)
+    for epoch, path in reversed(found):
+        try:
+            model.load_weights(path)
+        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            logging.warning("Skipping the damaged checkpoint %s (%s).", path, _one_line(error))
+            continue
+        except ValueError as error:
+            raise ValueError(
+                f"{path} does not fit the model of the config ({_one_line(error)}); resume "
+                f"with the config the run was trained with, or start a new run folder. "
+                f"Received: {path}"
+            ) from None
+        return path, epoch
+    if found:
+        raise ValueError(
+            f"No checkpoint in {os.path.join(workdir, 'checkpoints')} is readable; remove "
+            f"them to train from the start. Received: {[os.path.basename(p) for _, p in found]}"
+        )
+    return None, 0
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

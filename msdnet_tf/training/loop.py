@@ -12,16 +12,28 @@ rate 0.1 divided by 10 at 50% and 75% of the epochs (or cosine, or every 30 epoc
 
 Resumption: every epoch the full state (weights, BN statistics, optimiser slots and step) is
 written atomically to ``workdir/checkpoints/epoch_{e:04d}.keras``; started again with the same
-command, training rebuilds the model from the config, restores the newest complete checkpoint and
-continues with the next epoch (`msdnet_tf.training.checkpoints`). The data order and augmentation
-of epoch e depend only on (seed, e) (`msdnet_tf.data.Splits.train_for_epoch`), so a resumed run
-ends with the same weights as an uninterrupted one (with ``config.train.deterministic``).
+command, training rebuilds the model from the config, restores the newest readable checkpoint
+(a damaged one is skipped with a warning) and continues with the next epoch
+(`msdnet_tf.training.checkpoints`). The data order and augmentation of epoch e depend only on
+(seed, e) (`msdnet_tf.data.Splits.train_for_epoch`), so a resumed run ends with the same weights
+as an uninterrupted one (with ``config.train.deterministic``).
 
-Run folder: ``config.json`` / ``config.txt`` (the resolved config), ``log.csv``, ``tensorboard/``,
-``checkpoints/``, ``best.keras`` + ``best.json`` (best last-exit validation top-1),
-``model.keras`` (final weights), then the evaluation files (see
-`msdnet_tf.evaluation.predict.evaluate_run`). Under ``multi_worker`` only the chief writes files
-(`msdnet_tf.training.distribute`).
+Before anything is written, the config is checked (`msdnet_tf.config.check_config`: no unknown
+field) and, in a folder with checkpoints, compared with the stored ``config.json``: a change
+outside `msdnet_tf.config.RESUME_SAFE_FIELDS` (the model, the data, the batch size, the seed,
+the optimiser...) is refused unless ``allow_config_change=True``. A non-finite loss stops
+training with `msdnet_tf.training.callbacks.NonFiniteLossError` before that epoch writes
+anything (`msdnet_tf.training.callbacks.StopOnNonFinite`).
+
+Progress: one line per epoch (`msdnet_tf.training.callbacks.EpochSummary`), and a per-step bar
+within each epoch when standard output is a terminal and ``progress=True``.
+
+Run folder: ``config.json`` / ``config.txt`` (the resolved config), ``versions.json`` (the
+versions of msdnet-tf, TensorFlow, Keras and Python it was trained with), ``log.csv``,
+``tensorboard/``, ``checkpoints/``, ``best.keras`` + ``best.json`` (best last-exit validation
+top-1), ``model.keras`` (final weights), then the evaluation files (see
+`msdnet_tf.evaluation.predict.evaluate_run`). Under ``multi_worker`` only the chief writes
+files (`msdnet_tf.training.distribute`).
 
 References:
     Huang, Chen, Li, Wu, van der Maaten, Weinberger. "Multi-Scale Dense Networks for Resource
@@ -38,21 +50,24 @@ import tensorflow as tf
 from absl import logging
 
 from msdnet_tf import data as data_lib
-from msdnet_tf.config import model_kwargs
+from msdnet_tf.common import read_json, write_json
+from msdnet_tf.config import RESUME_SAFE_FIELDS, check_config, config_changes, model_kwargs
 from msdnet_tf.model.builder import build_msdnet
 from msdnet_tf.runtime import configure_cpu_threads
+from msdnet_tf.training.batchnorm import use_reference_statistics
 from msdnet_tf.training.callbacks import gradcam_callback, run_callbacks
 from msdnet_tf.training.checkpoints import (
     atomic_save,
     clean_partial_files,
     inference_model,
-    latest_checkpoint,
+    list_checkpoints,
+    restore_checkpoint,
     truncate_log,
 )
-from msdnet_tf.training.batchnorm import use_reference_statistics
 from msdnet_tf.training.distribute import is_chief, make_strategy, shard_by_data
 from msdnet_tf.training.kernels import use_fast_kernels
 from msdnet_tf.training.optimizer import make_optimizer
+from msdnet_tf.versions import versions
 
 __all__ = [
     "build_model",
@@ -261,15 +276,55 @@ def write_config(config, workdir: str) -> None:
             f.write(text)
 
 
+def _check_resume(config, workdir: str, allow_config_change: bool) -> None:
+    """In a run folder with checkpoints, refuse a config that changed what they were trained
+    on (anything outside `RESUME_SAFE_FIELDS`), before anything is written."""
+    stored = os.path.join(workdir, "config.json")
+    if not list_checkpoints(workdir) or not os.path.isfile(stored):
+        return
+    changes = config_changes(read_json(stored, "run config"), config, ignore=RESUME_SAFE_FIELDS)
+    if not changes:
+        return
+    listed = ", ".join(f"config.{path}: {old!r} -> {new!r}" for path, old, new in changes)
+    if allow_config_change:
+        logging.warning("Resuming %s with a changed config (allowed): %s", workdir, listed)
+        return
+    received = ", ".join(f"config.{path}={new!r}" for path, _, new in changes)
+    raise ValueError(
+        f"{workdir} holds checkpoints trained with another config ({listed}); resuming would "
+        f"not continue the same training. Use a new run folder, or allow the change with "
+        f"msdnet-train --allow_config_change (allow_config_change=True). Received: {received}"
+    )
+
+
+def _record_versions(workdir: str, start_epoch: int) -> None:
+    """``versions.json``: the versions training runs with from `start_epoch` on; a resumed run
+    with other versions keeps the earlier ones under ``"earlier"``."""
+    path = os.path.join(workdir, "versions.json")
+    current = versions()
+    earlier = []
+    if os.path.isfile(path):
+        try:
+            previous = read_json(path, "versions record")
+        except ValueError:  # damaged: replaced by the current versions
+            previous = {}
+        earlier = list(previous.pop("earlier", []))
+        if {k: v for k, v in previous.items() if k != "since_epoch"} == current:
+            return
+        if previous:
+            earlier.append(previous)
+    record = {**current, "since_epoch": start_epoch}
+    write_json({**record, "earlier": earlier} if earlier else record, path)
+
+
 def _model_and_start(config, workdir: str, steps_per_epoch: int):
     """A compiled model: fresh, or restored from the newest checkpoint; and the epochs done."""
     model = compile_model(build_model(config), config, steps_per_epoch)
-    path, epoch = latest_checkpoint(workdir)
-    if path is None:
+    if not list_checkpoints(workdir):
         return model, 0
     # Built optimiser slots are needed for `load_weights` to restore them.
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
+    path, epoch = restore_checkpoint(model, workdir)
     steps_done = int(model.optimizer.iterations.numpy())
     if steps_done != epoch * steps_per_epoch:
         logging.warning(
@@ -281,18 +336,37 @@ def _model_and_start(config, workdir: str, steps_per_epoch: int):
     return model, epoch
 
 
-def train(config, workdir: str, extra_callbacks=None) -> tuple[keras.Model, data_lib.Splits]:
+def train(
+    config,
+    workdir: str,
+    extra_callbacks=None,
+    *,
+    progress: bool = True,
+    allow_config_change: bool = False,
+) -> tuple[keras.Model, data_lib.Splits]:
     """Train (or resume) the model of `config` in `workdir`.
 
     Args:
         config: the run config (see `msdnet_tf.config.base_config`).
         workdir: the run folder; a folder with checkpoints is resumed.
         extra_callbacks: more Keras callbacks (after the logs, before the checkpoint).
+        progress: draw a per-step bar within each epoch when standard output is a terminal
+            (one summary line per epoch is printed either way).
+        allow_config_change: resume a run whose stored config differs from `config` outside
+            `msdnet_tf.config.RESUME_SAFE_FIELDS` (e.g. another learning rate); a checkpoint
+            that does not fit the model of `config` is still an error.
 
     Returns:
         (the trained model, the data `Splits`).
+
+    Raises:
+        ValueError: a field of `config` is not in the schema; the run folder holds
+            checkpoints of another config (without `allow_config_change`); no checkpoint is
+            readable; the data do not fit the model.
+        msdnet_tf.training.callbacks.NonFiniteLossError: the loss became NaN or infinite
+            (nothing of that epoch is written, nor ``model.keras``).
     """
-    model, splits, _ = _train(config, workdir, extra_callbacks)
+    model, splits, _ = _train(config, workdir, extra_callbacks, progress, allow_config_change)
     return model, splits
 
 
@@ -302,7 +376,9 @@ def _configure_threads(config) -> None:
         configure_cpu_threads(intra or None, inter or None)
 
 
-def _train(config, workdir: str, extra_callbacks):
+def _train(config, workdir: str, extra_callbacks, progress: bool, allow_config_change: bool):
+    check_config(config)  # before any work, and nothing is written before the resume check
+    _check_resume(config, workdir, allow_config_change)
     _configure_threads(config)  # before anything starts TensorFlow's runtime
     strategy = make_strategy(config.train.strategy)  # first: multi-worker needs a fresh runtime
     _set_up(config)
@@ -318,6 +394,7 @@ def _train(config, workdir: str, extra_callbacks):
     names, n_exits = list(model.output_names), len(model.outputs)
     extra = list(extra_callbacks or [])
     if chief:
+        _record_versions(workdir, start)
         truncate_log(os.path.join(workdir, "log.csv"), start)
         cam = gradcam_callback(config, splits, n_exits, workdir)
         extra += [cam] if cam is not None else []
@@ -331,9 +408,9 @@ def _train(config, workdir: str, extra_callbacks):
             initial_epoch=start,
             steps_per_epoch=steps,
             validation_data=_validation_data(splits, names),
-            callbacks=run_callbacks(config, workdir, n_exits, chief, extra),
+            callbacks=run_callbacks(config, workdir, names, chief, extra, progress),
             shuffle=False,  # each epoch of the epoch-keyed pipeline is already shuffled
-            verbose=2,
+            verbose=0,  # EpochSummary: one line per epoch (Keras' would list every metric)
         )
     if chief:
         atomic_save(inference_model(model), os.path.join(workdir, "model.keras"))
@@ -347,7 +424,12 @@ def _validation_data(splits: data_lib.Splits, names):
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, extra_callbacks=None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    extra_callbacks=None,
+    *,
+    progress: bool = True,
+    allow_config_change: bool = False,
 ) -> dict:
     """Train the model of `config` in `workdir` (resuming if possible), then evaluate it there.
 
@@ -358,6 +440,8 @@ def train_and_evaluate(
         config: the run config (``configs/*.py``).
         workdir: the run folder.
         extra_callbacks: more Keras callbacks for `fit` (e.g. a Grad-CAM recorder).
+        progress: progress bars on a terminal, in training and evaluation (see `train`).
+        allow_config_change: resume with a changed config (see `train`).
 
     Returns:
         The evaluation summary written to ``eval/model/results.json`` (see
@@ -371,7 +455,7 @@ def train_and_evaluate(
     """
     from msdnet_tf.runs import Run
 
-    _, _, chief = _train(config, workdir, extra_callbacks)
+    _, _, chief = _train(config, workdir, extra_callbacks, progress, allow_config_change)
     if not chief:
         return {}
-    return Run.open(workdir).evaluate().summary
+    return Run.open(workdir).evaluate(progress=progress).summary
