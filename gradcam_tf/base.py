@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from gradcam_tf.checks import check_images
 from gradcam_tf.graph import Tap
-from gradcam_tf.layers import auto_target, check_target_tensor, resolve_layer
+from gradcam_tf.layers import RULES, auto_target, check_target_tensor, resolve_layer
 from gradcam_tf.outputs import ModelOutputs, check_score_on
 from gradcam_tf.postprocess import check_resize, finish_maps
 from gradcam_tf.targets import (
@@ -212,8 +212,9 @@ class BaseCAM(Explainer):
     def target_layers(self) -> list[str]:
         """The layer the automatic rule picks for each model output (qualified names).
 
-        The rule: walking back from the output, the last layer whose output is spatial (4-D,
-        larger than 1x1), whatever its class; see `gradcam_tf.layers`.
+        The rule ("localize"): walking back from the output, the last layer whose map keeps at
+        least ``gradcam_tf.layers.MIN_MAP_SIZE`` (7) cells a side, whatever its class; see
+        `gradcam_tf.layers` (and ``layers="last_spatial"`` for the last map larger than 1x1).
         """
         graph = self._graph
         return [graph.tensor_name(auto_target(graph, k)) for k in range(len(graph.outputs))]
@@ -224,7 +225,7 @@ class BaseCAM(Explainer):
         targets=None,
         layers="auto",
         outputs=None,
-        resize: str | None = "zoom",
+        resize: str | None = "bilinear",
         normalize: bool = True,
     ) -> list[np.ndarray]:
         """Class activation maps for a batch of images.
@@ -237,14 +238,18 @@ class BaseCAM(Explainer):
                 (batch, classes) or a callable ``score(output) -> (batch,)``; for several
                 outputs, a list with one such spec per output, or one spec for all (see
                 `gradcam_tf.targets`).
-            layers: "auto" (the last spatial layer before each output), a layer name (also
-                inside nested models: "backbone/conv2" or "conv2") or keras Layer used for
-                every output, or a list with one name/Layer/"auto" per explained output.
+            layers: "auto" (for each output, the last layer on its path whose map keeps at
+                least 7 cells a side: enough to localize; see `gradcam_tf.layers`),
+                "last_spatial" (the last map larger than 1x1 before each output, the rule of
+                tf-keras-vis and torch-cam), a layer name (also inside nested models:
+                "backbone/conv2" or "conv2") or keras Layer used for every output, or a list
+                with one name/Layer/"auto"/"last_spatial" per explained output.
             outputs: which outputs to explain: None (all), an index, a name, or a list (see
                 `gradcam_tf.outputs`).
-            resize: "zoom" (tf-keras-vis' corner-aligned linear zoom, the default), "bilinear"
-                (``tf.image.resize``) or None (feature-map resolution); see
-                `gradcam_tf.postprocess.resize_maps`.
+            resize: "bilinear" (the default: half-pixel-centred bilinear, as OpenCV's
+                ``cv2.resize(INTER_LINEAR)`` and pytorch-grad-cam), "zoom" (tf-keras-vis'
+                corner-aligned linear zoom, for parity with it) or None (feature-map
+                resolution); see `gradcam_tf.postprocess.resize_maps`.
             normalize: scale each map to [0, 1] (per-sample min-max, epsilon 1e-7).
 
         Returns:
@@ -264,7 +269,7 @@ class BaseCAM(Explainer):
         targets=None,
         layers="auto",
         outputs=None,
-        resize: str | None = "zoom",
+        resize: str | None = "bilinear",
         normalize: bool = True,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Class activation maps and each explained output's probabilities, from one pass.
@@ -351,8 +356,9 @@ class BaseCAM(Explainer):
             specs = [layers] * len(positions)
         tensors = []
         for spec, position in zip(specs, positions):
-            if spec is None or (isinstance(spec, str) and spec == "auto"):
-                tensor = auto_target(graph, position)
+            if spec is None or (isinstance(spec, str) and spec in ("auto", *RULES)):
+                rule = RULES[0] if spec in (None, "auto") else spec
+                tensor = auto_target(graph, position, rule)
             else:
                 tensor = resolve_layer(graph, spec)
             check_target_tensor(graph, tensor, position, self.needs_gradients)

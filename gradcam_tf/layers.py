@@ -1,13 +1,29 @@
 """Target layers: automatic choice per output, and lookup by (qualified) name.
 
-The automatic rule, per model output: walk the graph backwards from the output and stop at every
-tensor that is spatial, i.e. 4-D (batch, height, width, channels) with height > 1 and width > 1
-(an unknown, ``None`` size counts as spatial); of the tensors where the walk stopped, take the
-one computed last. On a chain that is the nearest spatial layer before the output, whatever its
-class: a Conv2D, SeparableConv2D, DepthwiseConv2D or Conv2DTranspose, a custom layer, or the
-ReLU, BatchNormalization, Identity or pooling layer that follows a conv. 1x1 maps (the output of a
-global pooling kept as 4-D, a 1x1 "logits" conv on a 1x1 map) are skipped, as in torch-cam. Each
-output gets its own layer: in a multi-exit network, the last spatial layer of that exit's head.
+A map explains where the evidence lies only if it keeps enough cells to say so: bilinearly
+upsampled, a 2x2 map peaks on one of four blobs whatever the image holds. So the automatic rule
+("auto", `RULES[0]` = "localize") is, per model output: walk the graph backwards from the output
+and stop at every tensor that is a *localizing* map, i.e. 4-D (batch, height, width, channels)
+with ``min(height, width) >= min_size`` (an unknown, ``None`` size counts as large enough); of
+the tensors where the walk stopped, take the one computed last. Smaller spatial maps on the way
+(a head's strided convs, a 2x2 or 4x4 map) are walked through, and so are the outputs of
+`ZeroPadding2D` and `Cropping2D` layers, whose cells are shifted off the image's grid. With the
+default ``min_size = MIN_MAP_SIZE = 7``, the 7x7 grid that standard ImageNet backbones end with
+at 224 pixels (stride 32: ResNet, VGG's pool5, MobileNet, EfficientNet) still qualifies, so
+their usual layer is kept; on MSD-Net it is ``exit{k}_features``, the block features each head
+reads (8x8 at 32 pixels, 7x7 at 224), and not the head's last conv (2x2) nor its first (4x4).
+The localization benchmark
+(benchmarks/localization.py, figures in benchmarks/RESULTS.md) compares the candidate layers. If
+no tensor on the path reaches ``min_size`` (a very small input), the spatial tensor of largest
+``min(height, width)`` is taken, the last computed among ties.
+
+The previous rule stays available by name, ``layers="last_spatial"`` (`RULES[1]`): stop at every
+spatial tensor, 4-D with height > 1 and width > 1, and take the one computed last, i.e. the
+nearest spatial layer before the output, whatever its class (a Conv2D, SeparableConv2D,
+DepthwiseConv2D or Conv2DTranspose, a custom layer, or the ReLU, BatchNormalization, Identity or
+pooling layer that follows a conv). Both rules skip 1x1 maps (the output of a global pooling
+kept as 4-D, a 1x1 "logits" conv on a 1x1 map), as torch-cam does, and give each output its own
+layer: in a multi-exit network, a layer on the path to that exit.
 
 Names: a layer inside a nested model is ``"outer/inner"`` (``"backbone/conv2"``); the plain name
 (``"conv2"``) works when it is unique; the name of a nested model stands for its output. A layer
@@ -23,7 +39,19 @@ import keras
 
 from gradcam_tf.graph import FlatGraph
 
-__all__ = ["auto_target", "find_target_layers", "resolve_layer", "spatial_layer_names"]
+__all__ = [
+    "MIN_MAP_SIZE",
+    "RULES",
+    "auto_target",
+    "check_rule",
+    "check_target_tensor",
+    "find_target_layers",
+    "resolve_layer",
+    "spatial_layer_names",
+]
+
+RULES = ("localize", "last_spatial")
+MIN_MAP_SIZE = 7
 
 
 def is_spatial(graph: FlatGraph, tensor: int) -> bool:
@@ -35,26 +63,65 @@ def is_spatial(graph: FlatGraph, tensor: int) -> bool:
     return (height is None or height > 1) and (width is None or width > 1)
 
 
-def auto_target(graph: FlatGraph, position: int) -> int:
-    """The tensor the automatic rule picks for output `position` (see the module docstring).
+# Layers whose map is not aligned with the image (a padded map's border is no image content).
+_REFRAMING = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
+
+
+def check_rule(rule: str, min_size: int) -> None:
+    """Checks an automatic rule (one of `RULES`) and its minimum map side (an int >= 2).
 
     Raises:
-        ValueError: if no spatial layer lies before the output.
+        ValueError: for an unknown rule or a bad `min_size`.
     """
+    if rule not in RULES:
+        raise ValueError(f"`rule` must be one of {RULES}. Received: rule={rule!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 2:
+        raise ValueError(f"`min_size` must be an int >= 2. Received: min_size={min_size!r}")
+
+
+def _smaller_side(graph: FlatGraph, tensor: int) -> float:
+    """min(height, width) of a 4-D tensor, an unknown size counting as infinite."""
+    sides = [s for s in graph.tensors[tensor].shape[1:3] if s is not None]
+    return min(sides) if sides else float("inf")
+
+
+def auto_target(
+    graph: FlatGraph, position: int, rule: str = "localize", min_size: int = MIN_MAP_SIZE
+) -> int:
+    """The tensor the automatic rule picks for output `position` (see the module docstring).
+
+    Args:
+        graph: the model's flat graph.
+        position: the output's index.
+        rule: "localize" (the last map of at least `min_size` cells a side on the output's
+            path) or "last_spatial" (the last map larger than 1x1).
+        min_size: the smallest ``min(height, width)`` the "localize" rule accepts.
+
+    Raises:
+        ValueError: if no spatial layer lies before the output, or for a bad rule.
+    """
+    check_rule(rule, min_size)
     output = graph.outputs[position]
-    stops, stack, seen = [], [output], {output}
+    stops, passed, stack, seen = [], [], [output], {output}
     while stack:
         tensor = stack.pop()
         step = graph.producer(tensor)
         if step is None:  # a model input is not a layer
             continue
         if is_spatial(graph, tensor):
-            stops.append(tensor)
-            continue
+            if rule == "last_spatial" or (
+                _smaller_side(graph, tensor) >= min_size
+                and not isinstance(step.operation, _REFRAMING)
+            ):
+                stops.append(tensor)
+                continue
+            passed.append(tensor)
         for parent in step.inputs:
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
+    if not stops and passed:  # nothing reaches min_size: the largest map, the last among ties
+        return max(passed, key=lambda t: (_smaller_side(graph, t), graph.tensors[t].step))
     if not stops:
         raise ValueError(
             f"Output {graph.output_names[position]!r} has no spatial layer before it (a 4-D "
@@ -148,11 +215,17 @@ def _spatial_names(graph: FlatGraph) -> list[str]:
     return [graph.tensor_name(t) for t in _spatial_tensors(graph)]
 
 
-def find_target_layers(model: keras.Model) -> list[str]:
+def find_target_layers(
+    model: keras.Model, rule: str = "localize", min_size: int = MIN_MAP_SIZE
+) -> list[str]:
     """The layer the automatic rule picks for each output of `model`, by qualified name.
+
+    Pass the result as ``layers=`` to use another `min_size` than the explainers' default.
 
     Args:
         model: a functional or Sequential Keras model (nested models are searched too).
+        rule: "localize" (default) or "last_spatial" (see the module docstring).
+        min_size: the smallest map side (cells) the "localize" rule accepts.
 
     Returns:
         One qualified layer name per model output.
@@ -162,10 +235,15 @@ def find_target_layers(model: keras.Model) -> list[str]:
 
     Example:
         >>> gradcam_tf.find_target_layers(model)
+        ['exit1_features', 'exit2_features', 'exit3_features']
+        >>> gradcam_tf.find_target_layers(model, "last_spatial")
         ['exit1_conv_out', 'exit2_conv_out', 'exit3_conv_out']
     """
+    check_rule(rule, min_size)
     graph = FlatGraph(model)
-    return [graph.tensor_name(auto_target(graph, k)) for k in range(len(graph.outputs))]
+    return [
+        graph.tensor_name(auto_target(graph, k, rule, min_size)) for k in range(len(graph.outputs))
+    ]
 
 
 def spatial_layer_names(model: keras.Model) -> list[str]:

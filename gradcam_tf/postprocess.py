@@ -1,8 +1,13 @@
 """Map post-processing shared by every explainer: per-sample min-max normalisation and resize.
 
-`zoom_maps` is ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)`` (the corner-aligned linear
-zoom tf-keras-vis uses), computed batched with NumPy and identical bit for bit; `resize_maps`
-also offers ``tf.image.resize``'s half-pixel bilinear resize.
+The default resize is half-pixel-centred bilinear (``tf.image.resize(..., "bilinear")``, which
+for upsampling is OpenCV's ``cv2.resize(INTER_LINEAR)`` and PyTorch's
+``interpolate(mode="bilinear", align_corners=False)``, as pytorch-grad-cam): input cell i covers
+output pixels whose centre maps to ``(o + 0.5) * h / H - 0.5``, so a map's peak stays over the
+image region it describes. `zoom_maps` is ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)``,
+the corner-aligned linear zoom tf-keras-vis uses (``resize="zoom"``, for parity with it),
+computed batched with NumPy and identical bit for bit: it puts the map's corner cells on the
+image's corner pixels, so a 2x2 map always peaks on an image corner.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ __all__ = [
 ]
 
 EPSILON = 1e-7
-RESIZE_MODES = ("zoom", "bilinear", None)
+RESIZE_MODES = ("bilinear", "zoom", None)
 
 
 def check_resize(resize) -> str | None:
@@ -63,17 +68,18 @@ def normalize_maps(maps) -> np.ndarray:
     return ((maps - low) / (high - low + np.float32(EPSILON))).astype(np.float32)
 
 
-def resize_maps(maps, size: tuple[int, int], mode: str | None = "zoom") -> np.ndarray:
+def resize_maps(maps, size: tuple[int, int], mode: str | None = "bilinear") -> np.ndarray:
     """Resizes maps (batch, h, w) to (batch, *size).
 
     Args:
         maps: array (batch, h, w).
         size: (height, width) wanted.
-        mode: "zoom": ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)``, linear interpolation
-            with the corners of the map on the corners of the image, exactly as tf-keras-vis
-            (the default, for parity; computed batched by `zoom_maps`, bit for bit);
-            "bilinear": ``tf.image.resize(..., "bilinear")``, half-pixel centres, as most image
-            libraries; None: no resize (feature-map resolution).
+        mode: "bilinear" (the default): ``tf.image.resize(..., "bilinear")``, half-pixel
+            centres, as OpenCV's ``cv2.resize(INTER_LINEAR)`` and pytorch-grad-cam; "zoom":
+            ``scipy.ndimage.zoom(maps, (1, H/h, W/w), order=1)``, linear interpolation with the
+            corners of the map on the corners of the image, exactly as tf-keras-vis (for
+            parity; computed batched by `zoom_maps`, bit for bit); None: no resize
+            (feature-map resolution).
 
     Returns:
         float32 array.

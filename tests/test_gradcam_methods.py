@@ -1,5 +1,6 @@
 """Oracles and limiting cases of the CAM and saliency methods, targets and post-processing."""
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -149,7 +150,8 @@ def _conv2_activations(model, images) -> np.ndarray:
 
 def test_custom_channel_weights_hook_gives_the_weighted_sum_of_activations(tiny_model, tiny_images):
     """The extension point: a subclass overriding `channel_weights` alone gets
-    ``ReLU(sum_c w_c A_c)``, then the base class's zoom and min-max normalisation."""
+    ``ReLU(sum_c w_c A_c)``, then the base class's resize (half-pixel bilinear, as
+    ``cv2.resize``, by default; tf-keras-vis' zoom on request) and min-max normalisation."""
     known = np.random.default_rng(4).standard_normal((3, 8)).astype(np.float32)
     seen = []
 
@@ -166,8 +168,11 @@ def test_custom_channel_weights_hook_gives_the_weighted_sum_of_activations(tiny_
     np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
     assert seen == [("conv2", "logits", (4, 0, 2))]
     (final,) = cam.explain(tiny_images, targets=[4, 0, 2])
+    bilinear = np.stack([cv2.resize(m, (16, 16), interpolation=cv2.INTER_LINEAR) for m in expected])
+    np.testing.assert_allclose(final, gradcam_tf.normalize_maps(bilinear), atol=1e-5)
+    (zoom,) = cam.explain(tiny_images, targets=[4, 0, 2], resize="zoom")
     zoomed = scipy.ndimage.zoom(expected, (1, 2, 2), order=1)
-    np.testing.assert_allclose(final, gradcam_tf.normalize_maps(zoomed), atol=1e-5)
+    np.testing.assert_allclose(zoom, gradcam_tf.normalize_maps(zoomed), atol=1e-5)
 
 
 def test_custom_compute_map_hook_replaces_the_whole_map(tiny_model, tiny_images):

@@ -33,11 +33,28 @@ def counters(monkeypatch):
     return counts
 
 
-def test_automatic_layers_are_each_exits_head(multi_exit_model):
+def test_automatic_layers_keep_a_localizing_map_on_each_exits_path(
+    multi_exit_model, multi_exit_images
+):
+    """Exits 1 and 2 end their heads on 16x16 and 8x8 maps (>= 7 a side): their head convs.
+    Exit 3's head and block run at 4x4, so the rule walks back to the last map of at least 7x7
+    on its path, block 2's output (8x8); with min_size=4 that is exit 3's head again. The
+    previous rule, by name, keeps every head."""
     cam = gradcam_tf.GradCAM(multi_exit_model)
-    assert cam.target_layers == HEAD_CONVS
-    assert gradcam_tf.find_target_layers(multi_exit_model) == HEAD_CONVS
+    localizing = ["exit1_conv_out", "exit2_conv_out", "block2_out"]
+    assert cam.target_layers == localizing
+    assert gradcam_tf.find_target_layers(multi_exit_model) == localizing
+    assert gradcam_tf.find_target_layers(multi_exit_model, min_size=4) == HEAD_CONVS
+    assert gradcam_tf.find_target_layers(multi_exit_model, "last_spatial") == HEAD_CONVS
     assert cam.output_names == ["exit1_logits", "exit2_logits", "exit3_logits"]
+    auto = cam.explain(multi_exit_images, resize=None)
+    assert [m.shape[1:] for m in auto] == [(16, 16), (8, 8), (8, 8)]
+    named = cam.explain(multi_exit_images, layers=localizing, resize=None)
+    last = cam.explain(multi_exit_images, layers="last_spatial", resize=None)
+    heads = cam.explain(multi_exit_images, layers=HEAD_CONVS, resize=None)
+    for k in range(3):
+        np.testing.assert_array_equal(auto[k], named[k])
+        np.testing.assert_array_equal(last[k], heads[k])
 
 
 @pytest.mark.parametrize(
@@ -121,7 +138,7 @@ def test_inseparable_outputs_fall_back_exactly(multi_exit_images):
 def test_outputs_by_name_and_subset(multi_exit_model, multi_exit_images):
     cam = gradcam_tf.GradCAM(multi_exit_model)
     both = cam.explain(
-        multi_exit_images, outputs=["exit3_logits", 0], layers=["exit3_conv_out", "auto"]
+        multi_exit_images, outputs=["exit3_logits", 0], layers=["block2_out", "auto"]
     )
     np.testing.assert_allclose(both[0], cam.explain(multi_exit_images, outputs=2)[0], atol=1e-6)
     np.testing.assert_allclose(both[1], cam.explain(multi_exit_images, outputs=0)[0], atol=1e-6)
@@ -144,8 +161,9 @@ def test_every_method_on_every_exit(multi_exit_model, multi_exit_images, method)
 
 
 def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model):
-    """On the real MSD-Net (`testing` preset): the automatic layers are the exits' head convs,
-    and both endpoint families of DESIGN.md give all exits' maps in one pass, exactly."""
+    """On the real MSD-Net (`testing` preset): the automatic layers are the block features each
+    head reads (8x8; the heads' last convs are 2x2, kept by ``"last_spatial"``), and both
+    endpoint families of DESIGN.md give all exits' maps in one pass, exactly."""
     msdnet_model = pytest.importorskip("msdnet_tf.model.builder")
     heads = msdnet_model.exit_head_conv_layer_names(testing_model)
     features = msdnet_model.exit_feature_layer_names(testing_model)
@@ -153,7 +171,8 @@ def test_msdnet_testing_preset_head_convs_and_features_in_one_pass(testing_model
         gradcam_tf.GradCAM(testing_model),
         gradcam_tf.GradCAM(testing_model, compiled=False),
     )
-    assert cam.target_layers == heads
+    assert cam.target_layers == features
+    assert gradcam_tf.find_target_layers(testing_model, "last_spatial") == heads
     size = testing_model.input_shape[1:]
     images = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
     for layers in (heads, features):

@@ -73,11 +73,13 @@ def test_faster_score_cam_matches_tf_keras_vis_on_one_image(tiny_model, tiny_ima
     one = tiny_images[1:2]
     expected = _theirs(Scorecam, tiny_model, one, "conv2", True, ids=[3], max_N=3)
     (got,) = gradcam_tf.ScoreCAM(tiny_model, max_channels=3).explain(
-        one, targets=[3], layers="conv2"
+        one, targets=[3], layers="conv2", resize="zoom"
     )
     _assert_informative(got)
     np.testing.assert_allclose(got, expected, atol=ATOL)
-    (full,) = gradcam_tf.ScoreCAM(tiny_model).explain(one, targets=[3], layers="conv2")
+    (full,) = gradcam_tf.ScoreCAM(tiny_model).explain(
+        one, targets=[3], layers="conv2", resize="zoom"
+    )
     assert np.abs(full - got).max() > 1e-3  # keeping 3 of 8 channels does change the map
 
 
@@ -123,7 +125,9 @@ def test_logits_of_a_softmax_model_match_replace_to_linear(tiny_images):
             seek_penultimate_conv_layer=False,
         )
     )
-    (got,) = gradcam_tf.GradCAM(model).explain(tiny_images, targets=CLASS_IDS, layers="conv2")
+    (got,) = gradcam_tf.GradCAM(model).explain(
+        tiny_images, targets=CLASS_IDS, layers="conv2", resize="zoom"
+    )
     _assert_informative(got)
     np.testing.assert_allclose(got, expected, atol=ATOL)
     assert model.get_layer("probs").activation is not None
