@@ -4,13 +4,15 @@
   compilation, the data of a config (`load_splits`, `per_exit_labels`);
 - `msdnet_tf.training.optimizer`: `ReferenceSGD` and the learning-rate schedules;
 - `msdnet_tf.training.distribute`: strategies by name and the chief process;
-- `msdnet_tf.training.checkpoints` and `msdnet_tf.training.callbacks`: resumable run folders;
+- `msdnet_tf.training.checkpoints` and `msdnet_tf.training.callbacks`: resumable run folders,
+  the per-epoch summary line and the stop on a non-finite loss;
 - `msdnet_tf.training.kernels`: faster training kernels for the same model;
 - `msdnet_tf.training.batchnorm`: BatchNorm moving statistics updated as the reference's.
 """
 
 from msdnet_tf.training.batchnorm import use_keras_statistics, use_reference_statistics
-from msdnet_tf.training.checkpoints import latest_checkpoint
+from msdnet_tf.training.callbacks import EpochSummary, NonFiniteLossError, StopOnNonFinite
+from msdnet_tf.training.checkpoints import latest_checkpoint, restore_checkpoint
 from msdnet_tf.training.distribute import STRATEGIES, is_chief, make_strategy
 from msdnet_tf.training.loop import (
     build_model,
@@ -25,7 +27,10 @@ from msdnet_tf.training.optimizer import ReferenceSGD, learning_rate_schedule, m
 
 __all__ = [
     "STRATEGIES",
+    "EpochSummary",
+    "NonFiniteLossError",
     "ReferenceSGD",
+    "StopOnNonFinite",
     "build_model",
     "compile_model",
     "is_chief",
@@ -35,6 +40,7 @@ __all__ = [
     "make_optimizer",
     "make_strategy",
     "per_exit_labels",
+    "restore_checkpoint",
     "train",
     "train_and_evaluate",
     "use_keras_statistics",

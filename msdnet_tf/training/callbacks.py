@@ -164,9 +164,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if self.mixed_precision:
             advice += " or --config.train.mixed_precision=False"
         return (
-            f"{what}; training stopped and this epoch was not saved (the last checkpoint, "
-            f"best.keras and model.keras are those of the last good epoch). Try {advice}, then "
-            f"run the same command again: it resumes from the last checkpoint. "
+            f"{what}; training stopped and nothing of this epoch was saved (the checkpoints, "
+            f"best.keras and model.keras are left as they were). Try {advice}, then run the "
+            f"same command again: it resumes from the last checkpoint. "
             f"Received: learning_rate={self.learning_rate}, "
             f"mixed_precision={self.mixed_precision}"
         )

@@ -384,7 +384,6 @@ def _train(config, workdir: str, extra_callbacks, progress: bool, allow_config_c
     _set_up(config)
     chief = is_chief(strategy)
     if chief:
-        write_config(config, workdir)
         clean_partial_files(workdir)
     splits = load_splits(config)
     steps = _steps_per_epoch(config, splits)
@@ -394,6 +393,9 @@ def _train(config, workdir: str, extra_callbacks, progress: bool, allow_config_c
     names, n_exits = list(model.output_names), len(model.outputs)
     extra = list(extra_callbacks or [])
     if chief:
+        # Once the checkpoint is loaded: a config whose model does not fit it (allowed by
+        # allow_config_change) leaves the run's config.json as it was.
+        write_config(config, workdir)
         _record_versions(workdir, start)
         truncate_log(os.path.join(workdir, "log.csv"), start)
         cam = gradcam_callback(config, splits, n_exits, workdir)
