@@ -48,7 +48,7 @@ from gradcam_tf.checks import check_images
 from gradcam_tf.graph import Tap
 from gradcam_tf.layers import RULES, auto_target, check_target_tensor, resolve_layer
 from gradcam_tf.outputs import ModelOutputs, check_score_on
-from gradcam_tf.postprocess import check_resize, finish_maps
+from gradcam_tf.postprocess import check_resize, finish_maps, finish_maps_tf
 from gradcam_tf.targets import (
     Scorer,
     Target,
@@ -314,6 +314,57 @@ class BaseCAM(Explainer):
             for ctx in contexts
         ]
         return maps, contexts
+
+    def graph_explain(
+        self,
+        images: tf.Tensor,
+        layers="auto",
+        outputs=None,
+        resize: str | None = "bilinear",
+        normalize: bool = True,
+    ) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        """`explain_with_probabilities` of each output's predicted class, in TensorFlow ops
+        only, to be traced into a caller's `tf.function` (a serving signature, say).
+
+        The same forward pass and backward passes as `explain` (one of each when the outputs'
+        gradients tap apart, see the module docstring); the hook runs on the traced tensors, so
+        it must be written with TensorFlow ops (every gradient method of gradcam_tf is), and the
+        resize and normalisation are `gradcam_tf.postprocess.finish_maps_tf`. Inside a
+        `tf.function` the model's variables are captured by reference: save them with it by
+        tracking the model on the `tf.Module` that holds the function.
+
+        Args:
+            images: a float tensor (batch, height, width, channels), possibly symbolic, with
+                the model's height, width and channels.
+            layers, outputs: as `explain`.
+            resize: "bilinear" (default) or None; "zoom" (NumPy) is not available in a graph.
+            normalize: per-sample min-max scaling to [0, 1], as `explain`.
+
+        Returns:
+            (maps, probabilities): per explained output, a float32 tensor (batch, height,
+            width) (at the layer's resolution when `resize` is None) and the output's
+            probabilities (batch, ..., classes).
+
+        Raises:
+            ValueError: for resize="zoom", a gradient-free method, or as `explain`.
+        """
+        if resize == "zoom" or not self.needs_gradients:
+            raise ValueError(
+                "graph_explain traces gradient methods with resize='bilinear' or None. "
+                f"Received: {type(self).__name__}, resize={resize!r}"
+            )
+        check_resize(resize)
+        images = tf.cast(images, self._outputs.input_dtype)
+        plan = self._plan(self.output_positions(outputs), layers)
+        specs = [None] * len(plan.positions)
+        results = self._passes(images, plan, specs, _graph_target)
+        maps, probabilities = [], []
+        for index, (acts, grads, scores, target, probs) in enumerate(results):
+            ctx = self._context(images, plan, index, acts, grads, scores, target, probs)
+            raw = tf.nn.relu(tf.cast(self.compute_map(ctx), tf.float32))
+            maps.append(finish_maps_tf(raw, tuple(images.shape[1:3]), resize, normalize))
+            probabilities.append(tf.cast(probs, tf.float32))
+        return maps, probabilities
 
     def gradient_passes(self, layers="auto", outputs=None) -> int:
         """How many backward passes `explain` makes for these layers and outputs.

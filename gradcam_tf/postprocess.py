@@ -22,6 +22,7 @@ __all__ = [
     "RESIZE_MODES",
     "check_resize",
     "finish_maps",
+    "finish_maps_tf",
     "normalize_maps",
     "resize_maps",
     "zoom_maps",
@@ -47,6 +48,29 @@ def finish_maps(maps, size: tuple[int, int], resize: str | None, normalize: bool
     normalised per sample (`normalize_maps`): the last step of every CAM method."""
     maps = resize_maps(maps, size, resize)
     return normalize_maps(maps) if normalize else np.asarray(maps, np.float32)
+
+
+def finish_maps_tf(
+    maps: tf.Tensor, size: tuple[int, int], resize: str | None, normalize: bool
+) -> tf.Tensor:
+    """`finish_maps` in TensorFlow ops (for a traced graph): raw maps (batch, h, w) resized
+    with ``tf.image.resize(..., "bilinear")`` (resize="bilinear") or kept (None), then, if
+    `normalize`, ``(m - min) / (max - min + 1e-7)`` per sample, in float32.
+
+    Raises:
+        ValueError: for resize="zoom" (NumPy only) or an unknown mode.
+    """
+    check_resize(resize)
+    if resize == "zoom":
+        raise ValueError("resize='zoom' is computed with NumPy; in a graph use 'bilinear'.")
+    maps = tf.cast(maps, tf.float32)
+    if resize is not None and tuple(maps.shape[1:3]) != tuple(size):
+        maps = tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
+    if not normalize:
+        return maps
+    low = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
+    return (maps - low) / (high - low + EPSILON)
 
 
 def normalize_maps(maps) -> np.ndarray:

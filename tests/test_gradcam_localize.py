@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.ndimage
+import tensorflow as tf
 from keras import layers
 
 import gradcam_tf
@@ -154,3 +155,22 @@ def test_every_preset_at_full_width(name):
 
     assert name in presets.PRESETS
     _check_preset(name)
+
+
+def test_graph_explain_traces_the_same_maps_and_probabilities(multi_exit_model, multi_exit_images):
+    cam = gradcam_tf.GradCAM(multi_exit_model)
+    traced = tf.function(lambda x: cam.graph_explain(x))
+    maps, probs = traced(tf.constant(multi_exit_images))
+    expected_maps, expected_probs = cam.explain_with_probabilities(multi_exit_images)
+    for got, want in zip(maps, expected_maps):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    for got, want in zip(probs, expected_probs):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    raw, _ = cam.graph_explain(tf.constant(multi_exit_images), resize=None, normalize=False)
+    eager = cam.explain(multi_exit_images, resize=None, normalize=False)
+    for got, want in zip(raw, eager):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="graph_explain traces gradient methods"):
+        cam.graph_explain(tf.constant(multi_exit_images), resize="zoom")
+    with pytest.raises(ValueError, match="graph_explain traces gradient methods"):
+        gradcam_tf.ScoreCAM(multi_exit_model).graph_explain(tf.constant(multi_exit_images))
