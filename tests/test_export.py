@@ -38,7 +38,10 @@ for name, fn in loaded.signatures.items():
     if "thresholds" in fn.structured_input_signature[1]:
         kwargs["thresholds"] = tf.constant(data["thresholds"])
     for key, value in fn(**kwargs).items():
-        results[f"{name}/{key}"] = value.numpy()
+        value = value.numpy()
+        if value.dtype == object:  # class names: bytes
+            value = np.char.decode(value.astype(bytes))
+        results[f"{name}/{key}"] = value
     structure[name] = {
         "inputs": {k: [s.shape.as_list(), s.dtype.name]
                    for k, s in fn.structured_input_signature[1].items()},
@@ -122,6 +125,9 @@ def test_early_exit_signatures_equal_the_engine(testing_model, images, threshold
         want = engine(images, values)
         for key in ("class_id", "probability", "exit_index"):
             np.testing.assert_array_equal(outputs[f"{name}/{key}"], want[key])
+        # No class names at export: the class ids, as strings.
+        names = list(outputs[f"{name}/class_name"])
+        assert names == [str(i) for i in want["class_id"]]
         full = np.append(values, -np.inf) if len(values) == 2 else values
         np.testing.assert_array_equal(want["exit_index"], evaluation.exit_indices(probs, full))
         assert len(set(want["exit_index"].tolist())) == 3  # every exit takes some images
@@ -129,9 +135,13 @@ def test_early_exit_signatures_equal_the_engine(testing_model, images, threshold
 
 def test_signature_names_shapes_and_dtypes(reloaded, thresholds):
     _, structure, _ = reloaded
+    # No mean / std and no budget levels at export: no pixel or per-budget signatures.
+    assert sorted(structure) == ["early_exit", "early_exit_default", "serving_default",
+                                 "thresholds_variable"]  # fmt: skip
     images = {"images": [[None, 16, 16, 3], "float32"]}
     per_sample = {
         "class_id": [[None], "int64"],
+        "class_name": [[None], "string"],
         "probability": [[None], "float32"],
         "exit_index": [[None], "int64"],
     }
@@ -276,9 +286,9 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     # The SavedModel's real early exit takes exactly the simulated decisions of budgeted.json.
     assert early["equals_simulated_evaluation"]
     assert early["accuracy"] == early["simulated_accuracy"]
-    record = next(r for r in evaluation.read_budgeted_json(
-        os.path.join(evaluated_run, "eval", "model", "budgeted.json"))["records"]
-        if r["p"] == 20)  # fmt: skip
+    records = evaluation.read_budgeted_json(
+        os.path.join(evaluated_run, "eval", "model", "budgeted.json"))["records"]  # fmt: skip
+    record = next(r for r in records if r["p"] == 20)
     assert early["exit_counts"] == list(record["exit_counts"])
     assert early["expected_mflops"] == pytest.approx(record["expected_flops"] / 1e6)
     assert check["timing"]["measured_speedup"] > 0
@@ -289,6 +299,17 @@ def test_export_run_checks_the_export_against_the_evaluation(evaluated_run, tmp_
     assert lite_early["equals_simulated_evaluation"]
     assert lite_early["single_images_equal_simulated_evaluation"]
     assert sum(lite_early["exit_counts"]) == 450 and lite_early["measured_speedup"] > 0
+    # The uint8-pixel signatures normalise as the data pipeline does, and serve class names.
+    assert check["pixels"]["serving_max_abs_diff"] < 1e-5
+    assert check["pixels"]["classes_equal_last_exit"] and check["pixels"]["class_names_equal"]
+    assert check["pixels"]["early_exit_equals_early_exit_default"]
+    # One early exit per budget level, thresholds baked in, each the simulated evaluation's.
+    assert sorted(check["budgets"]) == ["p10", "p20", "p30", "p5"]
+    for suffix, budget in check["budgets"].items():
+        assert budget["equals_simulated_evaluation"] == {
+            f"early_exit_{suffix}": True, f"early_exit_pixels_{suffix}": True}  # fmt: skip
+        record = next(r for r in records if r["p"] == budget["p"])
+        assert budget["exit_counts"] == list(record["exit_counts"])
 
 
 def test_export_run_uses_the_evaluation_of_the_checkpoint_it_exports(evaluated_run, tmp_path):
@@ -301,16 +322,25 @@ def test_export_run_uses_the_evaluation_of_the_checkpoint_it_exports(evaluated_r
     best = Run.open(str(run), "best.keras").evaluation()  # into eval/best/, beside eval/model/
     model = Run.open(str(run)).evaluation(compute=False)
     assert not np.array_equal(best.thresholds(5), model.thresholds(5))
-    check = export_run(str(run), p=5, tflite=False, repeats=1)
+    check = export_run(str(run), p=5, tflite=False, repeats=1, budgets=[5])
     assert check["checkpoint"] == model.checkpoint.to_json()
     assert check["checkpoint"]["name"] == "model.keras"
     np.testing.assert_array_equal([float(t) for t in check["thresholds"]], model.thresholds(5))
     assert check["early_exit"]["equals_simulated_evaluation"]
     assert os.path.dirname(check["paths"]["saved_model"]) == str(run / "export")
-    best_check = export_run(str(run), p=5, tflite=False, repeats=1, checkpoint="best.keras")
+    best_check = export_run(
+        str(run), p=5, tflite=False, repeats=1, checkpoint="best.keras", budgets=[]
+    )
     assert best_check["checkpoint"] == best.checkpoint.to_json()
     assert os.path.dirname(best_check["paths"]["saved_model"]) == str(run / "export_best")
     assert best_check["early_exit"]["equals_simulated_evaluation"]
+    # Each SavedModel names the weights it holds, in its metadata asset.
+    for exported, budgets in ((check, ["p5"]), (best_check, [])):
+        with open(os.path.join(exported["paths"]["saved_model"], "assets", "msdnet_tf.json")) as f:
+            metadata = json.load(f)
+        assert metadata["checkpoint"] == exported["checkpoint"]
+        assert (metadata["p"], metadata["preset"], metadata["data"]) == (5.0, "testing", "digits")
+        assert sorted(metadata["budgets"]) == budgets
 
 
 def test_export_run_reevaluates_a_damaged_evaluation(evaluated_run, tmp_path):
@@ -319,7 +349,9 @@ def test_export_run_reevaluates_a_damaged_evaluation(evaluated_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
     os.remove(run / "eval" / "model" / "probabilities.npz")
-    check = export_run(str(run), str(tmp_path / "export"), p=20, tflite=False, repeats=1)
+    check = export_run(
+        str(run), str(tmp_path / "export"), p=20, tflite=False, repeats=1, budgets=[]
+    )
     assert os.path.isfile(run / "eval" / "model" / "probabilities.npz")
     assert check["early_exit"]["equals_simulated_evaluation"]
     with pytest.raises(FileNotFoundError, match="No model at .*nowhere: expected a run folder"):

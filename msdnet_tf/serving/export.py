@@ -1,18 +1,32 @@
 """Shipping MSD-Net: SavedModel with anytime and early-exit signatures, `.keras`, TFLite.
 
-`export_saved_model` writes a SavedModel (a `tf.Module` holding the model) with the signatures
+`export_saved_model` writes a SavedModel (`msdnet_tf.serving.signatures.ServingModule`) with
+the signatures
 
 * ``serving_default(images)`` -> ``exit1_probs`` ... ``exitK_probs``: softmax of every exit,
   float32 ``[N, classes]`` each (the anytime model);
-* ``early_exit(images, thresholds)`` -> ``class_id`` (int64), ``probability`` (float32) and
-  ``exit_index`` (int64, 0-based) per image, computed by the real early-exit engine
-  (`msdnet_tf.serving.engine.EarlyExitClassifier`): blocks nobody reaches are not run;
+* ``early_exit(images, thresholds)`` -> ``class_id`` (int64), ``class_name`` (string),
+  ``probability`` (float32) and ``exit_index`` (int64, 0-based) per image, computed by the real
+  early-exit engine (`msdnet_tf.serving.engine.EarlyExitClassifier`): blocks nobody reaches are
+  not run;
 * ``early_exit_default(images)``, only when thresholds are given at export: the same with those
-  thresholds, which are also stored in the SavedModel as the variable ``thresholds``.
+  thresholds, which are also stored in the SavedModel as the variable ``thresholds``;
+* ``early_exit_p{p}(images)`` for each budget level given (``budgets=``): the same with that
+  level's thresholds baked in (a request holds nothing but images, as TF Serving's row format
+  ``{"instances": [{"images": ...}]}`` needs);
+* when the data set's ``mean`` and ``std`` are given: ``serving_pixels``,
+  ``early_exit_pixels`` and ``early_exit_pixels_p{p}``, the same on uint8 pixels, normalised in
+  the graph (``serving_pixels`` adds the last exit's ``class_id``, ``class_name`` and
+  ``probability``).
 
-``images`` is float32 ``[None, H, W, C]`` (normalised, as the model's input); ``thresholds`` is
-float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored). Reload with
-``tf.saved_model.load(path)``; ``saved_model_cli show --all --dir path`` lists the signatures.
+``images`` is float32 ``[None, H, W, C]`` (normalised, as the model's input) or, for the
+``*_pixels*`` signatures, uint8 ``[None, H, W, C]`` (pixels 0..255 at the training size);
+``thresholds`` is float32 ``[K]`` (``+inf``: nobody exits there; the last value is ignored).
+Reload with ``tf.saved_model.load(path)`` (TensorFlow alone: no msdnet_tf needed);
+``loaded.metadata()`` returns a JSON string (versions, input shape, mean / std, class names,
+thresholds, budget levels, the checkpoint's identity...), also shipped as the asset
+``assets/msdnet_tf.json`` beside ``assets/class_names.txt``; ``saved_model_cli show --all
+--dir path`` lists the signatures.
 
 `to_tflite` converts the anytime model (every exit's probabilities) to a float32 TFLite
 flatbuffer (run it with `msdnet_tf.serving.lite.LiteClassifier`, the fastest CPU path). A
@@ -29,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -36,8 +51,8 @@ import tensorflow as tf
 
 from msdnet_tf.common import check_image_batch, write_json
 from msdnet_tf.model.builder import num_exits
-from msdnet_tf.serving.engine import EarlyExitClassifier
 from msdnet_tf.serving.lite import interpreter, tensorflow_lite
+from msdnet_tf.serving.signatures import AnytimeModule, ServingModule
 from msdnet_tf.serving.stages import exit_segments
 from msdnet_tf.serving.thresholds import check_thresholds
 
@@ -51,77 +66,66 @@ __all__ = [
 ]
 
 
-class _Serving(tf.Module):
-    """What the SavedModel holds: the model's variables and the graph functions.
-
-    The Keras model itself is not tracked (only reached through the functions' closures): the
-    SavedModel then holds plain variables and graphs, and saves faster.
-    """
-
-    def __init__(self, model: keras.Model, thresholds=None, fold: bool = False):
-        if fold:
-            from msdnet_tf.model.fold import fold_batchnorm
-
-            model = fold_batchnorm(model)
-        super().__init__(name="msdnet")
-        self.model_variables = [v.value for v in model.variables]
-        engine = EarlyExitClassifier(model)
-        images = tf.TensorSpec([None, *engine.image_shape], tf.float32, name="images")
-
-        def probabilities(images):
-            logits = model(images, training=False)
-            if not isinstance(logits, (list, tuple)):  # a one-exit model
-                logits = [logits]
-            return {
-                f"exit{k}_probs": tf.nn.softmax(tf.cast(x, tf.float32))
-                for k, x in enumerate(logits, start=1)
-            }
-
-        self.serving_default = tf.function(probabilities, input_signature=[images], autograph=False)
-        self.early_exit = engine.function
-        self.thresholds = None
-        if thresholds is not None:
-            values = check_thresholds(thresholds, engine.num_exits)
-            self.thresholds = tf.Variable(values, trainable=False, name="thresholds")
-            self.early_exit_default = tf.function(
-                lambda images: engine.function(images, self.thresholds),
-                input_signature=[images],
-                autograph=False,
-            )
-
-    def signatures(self) -> dict:
-        functions = {"serving_default": self.serving_default, "early_exit": self.early_exit}
-        if self.thresholds is not None:
-            functions["early_exit_default"] = self.early_exit_default
-        return {name: fn.get_concrete_function() for name, fn in functions.items()}
-
-
-def export_saved_model(model: keras.Model, path: str, thresholds=None, fold: bool = False) -> str:
+def export_saved_model(
+    model: keras.Model,
+    path: str,
+    thresholds=None,
+    fold: bool = False,
+    *,
+    mean=None,
+    std=None,
+    class_names=None,
+    budgets=None,
+    metadata=None,
+) -> str:
     """Writes `model` as a SavedModel with anytime and early-exit signatures.
+
+    The signatures are those of `msdnet_tf.serving.signatures.ServingModule` (listed in this
+    module's docstring); the SavedModel also holds ``metadata()`` (a JSON string) and the
+    assets ``class_names.txt`` and ``msdnet_tf.json`` (the same JSON), readable with
+    TensorFlow alone.
 
     Args:
         model: an MSD-Net (`msdnet_tf.build_msdnet`, or loaded from `.keras`).
         path: the SavedModel folder to write.
         thresholds: optional default thresholds (K or K-1 values, see
             `msdnet_tf.serving.thresholds.check_thresholds`): stored as the variable
-            ``thresholds`` and served by the ``early_exit_default(images)`` signature.
+            ``thresholds`` and served by ``early_exit_default(images)`` (and
+            ``early_exit_pixels(images)`` with `mean` and `std`).
         fold: serve `msdnet_tf.model.fold.fold_batchnorm(model)` (BatchNorm folded into the
             convolutions; faster on CPU, probabilities equal to `model`'s up to float32
             round-off; see `msdnet_tf.serving.engine.EarlyExitClassifier`).
+        mean: the data set's per-channel mean of pixels in [0, 1] (`msdnet_tf.data.Splits`'):
+            with `std`, adds the uint8-pixel signatures ``serving_pixels``,
+            ``early_exit_pixels`` and ``early_exit_pixels_p{p}``.
+        std: the data set's per-channel standard deviation (with `mean`).
+        class_names: one name per class, served as ``class_name`` (default ``"0"``, ``"1"``...).
+        budgets: ``{p: thresholds}``: one early exit per budget level with its thresholds
+            baked in, ``early_exit_p{p}(images)`` (a request holds only images: TF Serving's
+            row format).
+        metadata: more JSON-able metadata entries (``preset``, ``model``, ``checkpoint``, ``p``,
+            ``data``...).
 
     Returns:
         `path`.
 
     Raises:
-        ValueError: bad thresholds, or not an MSD-Net.
+        ValueError: bad thresholds, budgets, mean / std, class names or metadata keys, or not
+            an MSD-Net; nothing is written then.
 
     Example:
-        >>> export_saved_model(model, "export/saved_model", thresholds=[0.9, 0.8, 0.7, 0.6])
+        >>> export_saved_model(model, "export/saved_model", thresholds=[0.9, 0.8, 0.7, 0.6],
+        ...                    mean=splits.mean, std=splits.std, class_names=splits.class_names)
         >>> loaded = tf.saved_model.load("export/saved_model")
-        >>> loaded.signatures["early_exit"](images=x, thresholds=tf.constant([...], tf.float32))
+        >>> loaded.signatures["early_exit_pixels"](images=uint8_images)["class_name"]
     """
-    module = _Serving(model, thresholds, fold)
-    tf.saved_model.save(module, path, signatures=module.signatures())
+    module = ServingModule(
+        model, thresholds, fold, mean=mean, std=std, class_names=class_names, budgets=budgets,
+        metadata=metadata,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        module.write_assets(folder)  # copied into path/assets by the save
+        tf.saved_model.save(module, path, signatures=module.signatures())
     return path
 
 
@@ -136,7 +140,7 @@ def to_tflite(model: keras.Model) -> bytes:
     Raises:
         RuntimeError: this TensorFlow build has no `tf.lite`.
     """
-    module = _Serving(model)
+    module = AnytimeModule(model)
     return _convert(module, module.serving_default)
 
 
@@ -271,7 +275,12 @@ def tflite_probabilities(content: bytes, images, num_threads: int | None = None)
 
 
 def export_model(
-    model: keras.Model, out_dir: str, thresholds=None, tflite: bool = False, fold: bool = False
+    model: keras.Model,
+    out_dir: str,
+    thresholds=None,
+    tflite: bool = False,
+    fold: bool = False,
+    **saved_model,
 ) -> dict:
     """Writes every export format of `model` into `out_dir`.
 
@@ -287,6 +296,8 @@ def export_model(
         thresholds: optional default early-exit thresholds (K or K-1 values).
         tflite: also convert to TFLite.
         fold: the SavedModel serves the BatchNorm-folded model (see `export_saved_model`).
+        **saved_model: `export_saved_model`'s keyword arguments ``mean``, ``std``,
+            ``class_names``, ``budgets`` and ``metadata``.
 
     Returns:
         A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``,
@@ -294,7 +305,7 @@ def export_model(
     """
     os.makedirs(out_dir, exist_ok=True)
     paths = {"saved_model": os.path.join(out_dir, "saved_model")}
-    export_saved_model(model, paths["saved_model"], thresholds, fold=fold)
+    export_saved_model(model, paths["saved_model"], thresholds, fold=fold, **saved_model)
     paths["keras"] = os.path.join(out_dir, "model.keras")
     model.save(paths["keras"])
     if thresholds is not None:

@@ -24,8 +24,67 @@ from msdnet_tf.common import json_value, write_json
 from msdnet_tf.runs import Run
 from msdnet_tf.serving.export import export_model
 from msdnet_tf.serving.lite import LiteClassifier, LiteEarlyExit
+from msdnet_tf.serving.signatures import budget_suffix
 
-__all__ = ["export_run"]
+__all__ = ["BUDGET_LEVELS", "export_run"]
+
+# The budget levels (q = p / 20) with their own early-exit signatures in a run's export: a
+# cheap, a middle, the even split and a late one.
+BUDGET_LEVELS = (5, 10, 20, 30)
+
+
+def _metadata(run, evaluation, p) -> dict:
+    """The run's entries of the SavedModel's metadata."""
+    config = run.config
+    return {
+        "preset": None if config is None else config.get("preset"),
+        "model": None if config is None else config.model.to_dict(),
+        "data": run.data,
+        "checkpoint": evaluation.checkpoint.to_json(),
+        "p": float(p),
+    }
+
+
+def _pixels_check(loaded, pixels, probs, early, class_names, batch_size) -> dict:
+    """The uint8 signatures against the float ones on the same images, normalised."""
+    served = _batched(loaded.signatures["serving_pixels"], pixels, batch_size)
+    diff = max(float(np.abs(served[key] - probs[key]).max()) for key in probs)
+    last = probs[f"exit{len(probs)}_probs"]
+    early_pixels = _batched(loaded.signatures["early_exit_pixels"], pixels, batch_size)
+    return {
+        "serving_max_abs_diff": diff,
+        "classes_equal_last_exit": bool(np.array_equal(served["class_id"], last.argmax(-1))),
+        "class_names_equal": all(
+            [name.decode() for name in out["class_name"]]
+            == [class_names[i] for i in out["class_id"]]
+            for out in (served, early_pixels)
+        ),
+        "early_exit_equals_early_exit_default": all(
+            np.array_equal(early_pixels[key], early[key])
+            for key in ("class_id", "probability", "exit_index")
+        ),
+    }
+
+
+def _budget_check(loaded, p, images, pixels, test_probs, labels, thresholds, flops,
+                  batch_size) -> dict:  # fmt: skip
+    """``early_exit_p{p}`` and ``early_exit_pixels_p{p}`` against the simulated evaluation."""
+    suffix = budget_suffix(p)
+    simulated = evaluation_lib.budgeted_evaluate(test_probs, labels, thresholds, flops)
+    equal = {}
+    for name, x in ((f"early_exit_{suffix}", images), (f"early_exit_pixels_{suffix}", pixels)):
+        out = _batched(loaded.signatures[name], x, batch_size)
+        equal[name] = bool(
+            np.array_equal(out["exit_index"], simulated.exit_index)
+            and np.array_equal(out["class_id"], simulated.predictions)
+        )
+    return {
+        "p": float(p),
+        "thresholds": thresholds,
+        "accuracy": float(simulated.accuracy),
+        "exit_counts": np.bincount(simulated.exit_index, minlength=len(flops)).tolist(),
+        "equals_simulated_evaluation": equal,
+    }
 
 
 def _tflite_check(paths, images, labels, test_probs, thresholds, flops, repeats) -> dict:
@@ -94,6 +153,7 @@ def export_run(
     checkpoint: str = "model.keras",
     progress: bool = False,
     fold: bool = False,
+    budgets=None,
 ) -> dict:
     """Exports one checkpoint of a training run and checks the export against its evaluation.
 
@@ -115,6 +175,17 @@ def export_run(
       wall-clock speed-up over the full TFLite model (`msdnet_tf.serving.lite.LiteClassifier`),
       whole test split per call.
 
+    The SavedModel also gets the data set's mean, std and class names (the ``*_pixels*``
+    signatures on uint8 pixels, ``class_name`` outputs), one early exit per budget level of
+    `budgets` (``early_exit_p{p}``, ``early_exit_pixels_p{p}``) and the metadata (preset,
+    model keyword arguments, data set, the checkpoint's identity, `p`); the check adds:
+
+    * ``pixels``: ``serving_pixels`` on the test split's uint8 images against
+      ``serving_default`` on the same images normalised (`msdnet_tf.data.Splits.normalize`),
+      its class names, and ``early_exit_pixels`` against ``early_exit_default``;
+    * ``budgets``: per level, whether ``early_exit_p{p}`` and ``early_exit_pixels_p{p}``
+      take the simulated evaluation's decisions at that level's thresholds.
+
     The results, with the checkpoint's identity, go to ``out_dir/export_check.json``.
 
     Args:
@@ -127,25 +198,36 @@ def export_run(
         checkpoint: which checkpoint of the run (``model.keras``, ``best.keras``).
         progress: progress bars (an evaluation computed first, the export stages).
         fold: the SavedModel serves the BatchNorm-folded model (`export_model`).
+        budgets: the budget levels with their own signatures (levels of the evaluation);
+            default `BUDGET_LEVELS` (those the evaluation has).
 
     Returns:
         The dict written to ``export_check.json``.
 
     Raises:
         FileNotFoundError: not a run folder, or a missing checkpoint.
-        ValueError: `p` is not a budget level of the evaluation.
+        ValueError: `p`, or a level of `budgets`, is not a budget level of the evaluation.
     """
     from msdnet_tf.model.costs import per_exit_costs
 
     run = Run.open(workdir, checkpoint)
     evaluation = run.evaluation(progress=progress)
     thresholds = evaluation.thresholds(p)
+    if budgets is None:
+        levels = {float(r["p"]) for r in evaluation.budgeted or []}
+        budgets = [q for q in BUDGET_LEVELS if float(q) in levels]
+    budget_thresholds = {q: evaluation.thresholds(q) for q in budgets}
     out_dir = out_dir or run.export_dir
     model = run.model
-    paths = export_model(model, out_dir, thresholds=thresholds, tflite=tflite, fold=fold)
-
     splits = run.splits(batch_size)
-    images = splits.normalize(splits.test_images())
+    paths = export_model(
+        model, out_dir, thresholds=thresholds, tflite=tflite, fold=fold, mean=splits.mean,
+        std=splits.std, class_names=splits.class_names, budgets=budget_thresholds,
+        metadata=_metadata(run, evaluation, p),
+    )  # fmt: skip
+
+    pixels = splits.test_images()
+    images = splits.normalize(pixels)
     test_probs, labels = evaluation.test_probs, evaluation.test_labels
     flops = [c.cumulative_flops for c in per_exit_costs(model)]
     simulated = evaluation_lib.budgeted_evaluate(test_probs, labels, thresholds, flops)
@@ -189,6 +271,13 @@ def export_run(
             "flops_predicted_speedup": float(flops[-1] * len(images) / np.dot(counts, flops)),
         },
         "paths": paths,
+    }
+    check["pixels"] = _pixels_check(loaded, pixels, probs, out, splits.class_names, batch_size)
+    check["budgets"] = {
+        budget_suffix(q): _budget_check(
+            loaded, q, images, pixels, test_probs, labels, values, flops, batch_size
+        )
+        for q, values in budget_thresholds.items()
     }
     if tflite:
         check["tflite"] = _tflite_check(paths, images, labels, test_probs, thresholds, flops,

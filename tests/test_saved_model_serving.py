@@ -1,0 +1,293 @@
+"""The SavedModel as a server uses it: uint8-pixel signatures, class names, per-budget early
+exits (TF Serving's row format), metadata read with TensorFlow alone, and `saved_model_cli run`.
+
+The SavedModel is reloaded in fresh processes (TensorFlow only, and `saved_model_cli`) and every
+signature is compared with the Keras model, `EarlyExitClassifier` and the simulated budgeted
+evaluation on the same images.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import msdnet_tf
+from msdnet_tf import evaluation
+from msdnet_tf.runs import CheckpointIdentity
+from msdnet_tf.serving.engine import EarlyExitClassifier
+from msdnet_tf.serving.export import export_saved_model
+from msdnet_tf.serving.signatures import budget_suffix
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+MEAN = (0.3, 0.4, 0.5)
+STD = (0.2, 0.25, 0.3)
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SIGNATURES = [
+    "early_exit", "early_exit_default", "early_exit_p30", "early_exit_p5",
+    "early_exit_pixels", "early_exit_pixels_p30", "early_exit_pixels_p5", "serving_default",
+    "serving_pixels",
+]  # fmt: skip
+# Runs in a fresh Python with TensorFlow alone: every signature (uint8 inputs get the pixels),
+# metadata() and the assets.
+RELOAD = """
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+
+path, inputs, outputs = sys.argv[1:]
+loaded = tf.saved_model.load(path)
+data = np.load(inputs)
+results = {}
+for name, fn in loaded.signatures.items():
+    specs = fn.structured_input_signature[1]
+    images = data["pixels"] if specs["images"].dtype == tf.uint8 else data["images"]
+    kwargs = {"images": tf.constant(images)}
+    if "thresholds" in specs:
+        kwargs["thresholds"] = tf.constant(data["thresholds"])
+    for key, value in fn(**kwargs).items():
+        value = value.numpy()
+        if key == "class_name":
+            value = np.char.decode(value.astype(bytes))
+        results[f"{name}/{key}"] = value
+np.savez(outputs, **results)
+with open(loaded.metadata_file.asset_path.numpy().decode(), encoding="utf-8") as f:
+    asset = json.load(f)
+with open(loaded.class_names_file.asset_path.numpy().decode(), encoding="utf-8") as f:
+    class_names = f.read().splitlines()
+print(json.dumps({
+    "metadata": json.loads(loaded.metadata().numpy().decode()),
+    "asset": asset,
+    "class_names": class_names,
+    "assets": sorted(os.listdir(os.path.join(path, "assets"))),
+    "msdnet_tf_imported": sorted(m for m in sys.modules if m.split(".")[0] == "msdnet_tf"),
+    "batched_inputs": {name: all(s.shape[0] is None for s in fn.structured_input_signature[1]
+                                 .values()) for name, fn in loaded.signatures.items()},
+}))
+"""
+
+
+def _normalize(pixels):
+    """`msdnet_tf.data.Splits.normalize`'s formula, in float32."""
+    x = np.asarray(pixels, np.float32) / np.float32(255.0)
+    return ((x - np.float32(MEAN)) / np.float32(STD)).astype(np.float32)
+
+
+def _probs(model, x):
+    return np.stack([tf.nn.softmax(o).numpy() for o in model(x, training=False)])
+
+
+def _start(args, cwd=None):
+    return subprocess.Popen(
+        args, env=ENV, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def _saved_model_cli():
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    return cli if os.path.exists(cli) else None
+
+
+def _cli_outputs(stdout: str) -> dict:
+    """``saved_model_cli run``'s printed outputs: {key: text of the value}."""
+    found = re.findall(r"Result for output key (\w+):\n(.*?)(?=\nResult for|\Z)", stdout, re.S)
+    return {key: value.strip() for key, value in found}
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return np.random.default_rng(5).integers(0, 256, size=(40, 16, 16, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def engine(testing_model):
+    return EarlyExitClassifier(testing_model)
+
+
+@pytest.fixture(scope="module")
+def levels(testing_model, pixels):
+    """{name: thresholds}: the default (p = 20) and two budget levels, from the budgeted rule on
+    these very images (ties between thresholds and confidences are exact)."""
+    probs = _probs(testing_model, _normalize(pixels))
+    return {p: evaluation.budgeted_thresholds(probs, p) for p in (20, 5, 30)}
+
+
+@pytest.fixture(scope="module")
+def exported(testing_model, levels, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("serving") / "saved_model")
+    identity = CheckpointIdentity.of(testing_model, "model.keras")
+    return export_saved_model(
+        testing_model, path, levels[20], mean=MEAN, std=STD, class_names=NAMES,
+        budgets={5: levels[5], 30: levels[30]},
+        metadata={"preset": "testing", "checkpoint": identity.to_json(), "p": 20.0},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(exported, pixels, levels, tmp_path_factory):
+    """(outputs of every signature, what the fresh process read, `saved_model_cli run` output on
+    one PNG-decoded image, that image): the two processes run side by side."""
+    folder = tmp_path_factory.mktemp("served")
+    np.savez(folder / "in.npz", pixels=pixels, images=_normalize(pixels),
+             thresholds=levels[5].astype("float32"))  # fmt: skip
+    # As the README's recipe: a PNG, decoded to a uint8 batch of one, saved as .npy.
+    png = tf.io.encode_png(pixels[7])
+    image = tf.io.decode_png(png, channels=3)[None].numpy()
+    np.save(folder / "image.npy", image)
+    reload = _start([sys.executable, "-c", RELOAD, exported, str(folder / "in.npz"),
+                     str(folder / "out.npz")])  # fmt: skip
+    cli = _saved_model_cli()
+    run = None
+    if cli:
+        run = _start([cli, "run", "--dir", exported, "--tag_set", "serve", "--signature_def",
+                      "serving_pixels", "--inputs", f"images={folder / 'image.npy'}"])  # fmt: skip
+    report = json.loads(_finish(reload).splitlines()[-1])
+    outputs = dict(np.load(folder / "out.npz"))
+    return outputs, report, _finish(run) if run else None, image
+
+
+def test_signatures_and_row_format(served):
+    outputs, report, _, _ = served
+    assert sorted(report["batched_inputs"]) == SIGNATURES
+    # TF Serving's row format batches every input: only `early_exit` (one thresholds vector
+    # per request) needs the columnar format; every other signature takes images alone.
+    assert report["batched_inputs"] == {name: name != "early_exit" for name in SIGNATURES}
+
+
+def test_serving_pixels_equals_the_keras_model(testing_model, pixels, served):
+    outputs, _, _, _ = served
+    want = _probs(testing_model, _normalize(pixels))
+    for k, probs in enumerate(want, start=1):
+        np.testing.assert_allclose(outputs[f"serving_pixels/exit{k}_probs"], probs, atol=1e-5,
+                                   rtol=0)  # fmt: skip
+        np.testing.assert_allclose(outputs[f"serving_default/exit{k}_probs"], probs, atol=1e-5,
+                                   rtol=0)  # fmt: skip
+    np.testing.assert_array_equal(outputs["serving_pixels/class_id"], want[-1].argmax(-1))
+    np.testing.assert_allclose(outputs["serving_pixels/probability"], want[-1].max(-1), atol=1e-5)
+    assert list(outputs["serving_pixels/class_name"]) == [NAMES[i] for i in want[-1].argmax(-1)]
+
+
+@pytest.mark.parametrize(
+    "name, level",
+    [
+        ("early_exit", 5),  # given thresholds: the fixture passes p = 5's
+        ("early_exit_default", 20),
+        ("early_exit_p5", 5),
+        ("early_exit_p30", 30),
+        ("early_exit_pixels", 20),
+        ("early_exit_pixels_p5", 5),
+        ("early_exit_pixels_p30", 30),
+    ],
+)
+def test_early_exits_equal_the_engine_and_the_simulated_evaluation(
+    engine, pixels, levels, served, name, level
+):
+    outputs, _, _, _ = served
+    x = _normalize(pixels)
+    want = engine(x, levels[level])
+    np.testing.assert_array_equal(outputs[f"{name}/exit_index"], want["exit_index"])
+    np.testing.assert_array_equal(outputs[f"{name}/class_id"], want["class_id"])
+    np.testing.assert_allclose(outputs[f"{name}/probability"], want["probability"], atol=1e-5)
+    assert list(outputs[f"{name}/class_name"]) == [NAMES[i] for i in want["class_id"]]
+    probs = _probs(engine.model, x)
+    simulated = evaluation.budgeted_evaluate(probs, np.zeros(len(x), int), levels[level], [1, 2, 3])
+    np.testing.assert_array_equal(outputs[f"{name}/exit_index"], simulated.exit_index)
+    np.testing.assert_array_equal(outputs[f"{name}/class_id"], simulated.predictions)
+
+
+def test_budget_levels_decide_differently(served):
+    outputs, _, _, _ = served
+    cheap, late = outputs["early_exit_p5/exit_index"], outputs["early_exit_p30/exit_index"]
+    assert cheap.mean() < late.mean()
+
+
+def test_metadata_reads_with_tensorflow_alone(testing_model, levels, served):
+    _, report, _, _ = served
+    assert report["msdnet_tf_imported"] == []
+    assert report["assets"] == ["class_names.txt", "msdnet_tf.json"]
+    assert report["class_names"] == NAMES
+    metadata = report["metadata"]
+    assert report["asset"] == metadata
+    assert metadata["msdnet_tf_version"] == msdnet_tf.__version__
+    assert metadata["tensorflow_version"] == tf.__version__
+    assert metadata["keras_version"] == keras.__version__
+    assert (metadata["num_exits"], metadata["num_classes"]) == (3, 10)
+    assert metadata["input_shape"] == [16, 16, 3]
+    assert metadata["normalization"]["mean"] == np.float32(MEAN).tolist()
+    assert metadata["normalization"]["std"] == np.float32(STD).tolist()
+    assert metadata["class_names"] == NAMES
+    assert metadata["checkpoint"] == CheckpointIdentity.of(testing_model, "model.keras").to_json()
+    assert (metadata["preset"], metadata["p"], metadata["folded"]) == ("testing", 20.0, False)
+
+    def floats(values):
+        return np.array([float(v) for v in values], np.float32)
+
+    np.testing.assert_array_equal(floats(metadata["thresholds"]), levels[20].astype("float32"))
+    assert sorted(metadata["budgets"]) == ["p30", "p5"]
+    for suffix, p in (("p5", 5), ("p30", 30)):
+        assert metadata["budgets"][suffix]["p"] == p
+        np.testing.assert_array_equal(floats(metadata["budgets"][suffix]["thresholds"]),
+                                      levels[p].astype("float32"))  # fmt: skip
+    assert sorted(metadata["signatures"]) == SIGNATURES
+    assert metadata["signatures"]["serving_pixels"]["inputs"] == {
+        "images": {"shape": [None, 16, 16, 3], "dtype": "uint8"}
+    }
+    assert metadata["signatures"]["early_exit_p5"]["outputs"]["class_name"] == {
+        "shape": [None], "dtype": "string"}  # fmt: skip
+
+
+def test_saved_model_cli_runs_on_a_png_decoded_image(testing_model, served):
+    _, _, stdout, image = served
+    if stdout is None:
+        pytest.skip("saved_model_cli is not installed")
+    printed = _cli_outputs(stdout)
+    want = _probs(testing_model, _normalize(image))[-1][0]
+    assert printed["class_name"] == f"[b'{NAMES[want.argmax()]}']"
+    assert printed["class_id"] == f"[{want.argmax()}]"
+    assert float(printed["probability"].strip("[]")) == pytest.approx(want.max(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mean": MEAN}, r"Give both `mean` and `std`.*Received: mean=.*std=None"),
+        ({"mean": (0.1, 0.2), "std": STD}, r"`mean` must be 3 finite numbers.*mean=\(0.1, 0.2\)"),
+        ({"mean": MEAN, "std": (0.2, 0.0, 0.2)}, r"`std` must be 3 .*> 0. Received: std="),
+        ({"mean": MEAN, "std": float("nan")}, r"`std` must be 3 finite .*Received: std=nan"),
+        ({"class_names": NAMES[:9]}, r"`class_names` must be 10 non-empty strings.*'eight'\]"),
+        ({"class_names": [*NAMES[:9], "a\nb"]}, r"without line breaks. Received: class_names="),
+        ({"class_names": "0123456789"}, r"`class_names` must be 10 .*Received: class_names='01"),
+        ({"budgets": {0: [0.5, 0.5]}}, r"budget level must be a finite number > 0. Received: p=0"),
+        ({"budgets": {5: [0.5] * 4}}, r"`thresholds` must be a 1-D array of 3 values"),
+        ({"budgets": {5: [0.5, 0.5], "5": [0.4, 0.4]}}, r"both named p5. Received: p=.5.$"),
+        ({"metadata": {"thresholds": 1}}, r"must not set .*thresholds.*Received: metadata keys"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_writing(testing_model, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export_saved_model(testing_model, str(tmp_path / "sm"), **kwargs)
+    assert not os.path.exists(tmp_path / "sm")
+
+
+@pytest.mark.parametrize(
+    "p, suffix", [(5, "p5"), (5.0, "p5"), (2.5, "p2_5"), (39, "p39"), (np.int64(10), "p10")]
+)
+def test_budget_suffix(p, suffix):
+    assert budget_suffix(p) == suffix
+
+
+@pytest.mark.parametrize("p", [0, -1, float("nan"), float("inf"), "x", None, True])
+def test_budget_suffix_rejects_non_levels(p):
+    with pytest.raises(ValueError, match=r"budget level must be a finite number > 0. Received"):
+        budget_suffix(p)
