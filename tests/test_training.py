@@ -1,8 +1,14 @@
 """Training: the reference optimiser and schedules, a short run, resumption, distribution."""
 
+import contextlib
+import copy
+import csv
 import importlib.util
+import io
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +25,7 @@ import tensorflow as tf
 from msdnet_tf import training
 from msdnet_tf.config import base_config
 from msdnet_tf.runs import Run
+from msdnet_tf.versions import versions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -222,14 +229,17 @@ def test_mixed_precision_keeps_float32_logits_and_names():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """(config, run folder, evaluation summary, what training printed: not a terminal)."""
     workdir = tmp_path_factory.mktemp("smoke")
     config = _config_file("testing", "smoke")
-    summary = training.train_and_evaluate(config, str(workdir))
-    return config, workdir, summary
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = training.train_and_evaluate(config, str(workdir))
+    return config, workdir, summary, printed.getvalue()
 
 
 def test_short_training_run_writes_the_run_folder(smoke_run):
-    config, workdir, summary = smoke_run
+    config, workdir, summary, _ = smoke_run
     for name in ("config.json", "config.txt", "log.csv", "model.keras", "best.keras", "best.json"):
         assert (workdir / name).exists(), name
     evaluated = workdir / "eval" / "model"  # model.keras's evaluation, naming its weights
@@ -263,7 +273,7 @@ def test_short_training_run_writes_the_run_folder(smoke_run):
 
 
 def test_checkpoint_holds_the_full_training_state(smoke_run):
-    _, workdir, _ = smoke_run
+    _, workdir, _, _ = smoke_run
     checkpoint = keras.saving.load_model(workdir / "checkpoints" / "epoch_0002.keras")
     final = keras.saving.load_model(workdir / "model.keras")
     assert int(checkpoint.optimizer.iterations.numpy()) == 6
@@ -273,7 +283,7 @@ def test_checkpoint_holds_the_full_training_state(smoke_run):
 
 
 def test_rerun_of_a_finished_run_does_not_retrain(smoke_run, tmp_path):
-    config, workdir, _ = smoke_run
+    config, workdir, _, _ = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(workdir, copy)
     before = (copy / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns
@@ -284,7 +294,7 @@ def test_rerun_of_a_finished_run_does_not_retrain(smoke_run, tmp_path):
 
 
 def test_resume_from_the_first_checkpoint_matches_the_uninterrupted_run(smoke_run, tmp_path):
-    config, workdir, _ = smoke_run
+    config, workdir, _, _ = smoke_run
     (tmp_path / "checkpoints").mkdir()
     shutil.copy(workdir / "checkpoints" / "epoch_0001.keras", tmp_path / "checkpoints")
     # A log row for epoch 2 written before a kill (no checkpoint yet) is dropped on resumption.
@@ -296,6 +306,221 @@ def test_resume_from_the_first_checkpoint_matches_the_uninterrupted_run(smoke_ru
     expected = keras.saving.load_model(workdir / "model.keras").get_weights()
     for a, b in zip(model.get_weights(), expected):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# What a run prints, and the versions it records
+# ------------------------------------------------------------------------------------------
+
+SUMMARY = re.compile(
+    r"epoch (\d+)/2  loss (\d+\.\d{4})  top-1 exit1 (\d\.\d{4})  exit3 (\d\.\d{4})  "
+    r"val exit3 (\d\.\d{4})  \d+\.\ds"
+)
+
+
+def test_each_epoch_prints_one_compact_summary_line(smoke_run):
+    _, workdir, _, printed = smoke_run
+    lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, printed
+    with open(workdir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for line, row in zip(lines, rows):
+        match = SUMMARY.fullmatch(line)
+        assert match, line
+        assert int(match.group(1)) == int(row["epoch"]) + 1
+        logged = [row[key] for key in ("loss", "exit1_logits_top1", "exit3_logits_top1",
+                                        "val_exit3_logits_top1")]  # fmt: skip
+        for shown, value in zip(match.groups()[1:], logged):
+            assert float(shown) == pytest.approx(float(value), abs=5e-5)
+    # Not Keras' per-metric listing: the other exits and top-5 stay in log.csv/TensorBoard.
+    assert "exit2" not in printed and "top5" not in printed and "\r" not in printed
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream,progress,bar", [
+    (_TTY, True, True), (_TTY, False, False), (io.StringIO, True, False),
+])  # fmt: skip
+def test_the_step_bar_is_drawn_only_on_a_terminal_and_with_progress(stream, progress, bar):
+    out = stream()
+    summary = training.EpochSummary(["exit1_logits", "exit3_logits"], progress, stream=out)
+    summary.set_params({"epochs": 4, "steps": 5})
+    summary.on_train_begin()
+    summary.on_epoch_begin(0)
+    for step in range(5):
+        summary.on_train_batch_end(step, {"loss": 1.5})
+    summary.on_epoch_end(0, {"loss": 1.25, "exit1_logits_top1": 0.5, "exit3_logits_top1": 0.75})
+    text = out.getvalue()
+    assert ("0/5" in text) is bar
+    assert text.endswith("epoch 1/4  loss 1.2500  top-1 exit1 0.5000  exit3 0.7500  0.0s\n")
+
+
+def test_the_run_records_the_versions_it_was_trained_with(smoke_run):
+    _, workdir, _, _ = smoke_run
+    recorded = json.loads((workdir / "versions.json").read_text())
+    assert recorded == {**versions(), "since_epoch": 0}
+    assert recorded["keras"] == keras.__version__
+    assert recorded["tensorflow"] == tf.__version__
+
+
+# ------------------------------------------------------------------------------------------
+# Config checks before any work; safe resumption
+# ------------------------------------------------------------------------------------------
+
+
+def _files(folder):
+    """Every file under `folder` with its size and modification time."""
+    return {
+        os.path.relpath(os.path.join(root, name), folder): (
+            os.stat(os.path.join(root, name)).st_size,
+            os.stat(os.path.join(root, name)).st_mtime_ns,
+        )
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_a_config_typo_stops_before_anything_is_written(tmp_path):
+    config = base_config("testing", "digits", epochs=1, batch_size=32)
+    config.train.learing_rate = 0.01
+    with pytest.raises(ValueError, match=r"did you mean config\.train\.learning_rate\?"):
+        training.train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_changed_model_is_refused_before_anything_is_written(smoke_run, tmp_path):
+    config, workdir, _, _ = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    before = _files(run)
+    changed = copy.deepcopy(config)
+    growth = int(config.model.growth_rate)
+    changed.model.growth_rate = growth + 2
+    changed.train.batch_size = 16
+    changed.train.epochs = 3  # safe: not listed
+    changed.eval.budgeted = False  # safe: not listed
+    with pytest.raises(ValueError) as error:
+        training.train_and_evaluate(changed, str(run))
+    message = str(error.value)
+    assert f"config.model.growth_rate: {growth} -> {growth + 2}" in message
+    assert "config.train.batch_size: 32 -> 16" in message
+    assert "epochs" not in message and "budgeted" not in message
+    assert "--allow_config_change" in message and "allow_config_change=True" in message
+    assert "\n" not in message and "Received: " in message
+    assert _files(run) == before
+
+
+def test_an_allowed_change_that_does_not_fit_the_checkpoint_is_one_error(smoke_run, tmp_path):
+    config, workdir, _, _ = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    stored = (run / "config.json").read_text()
+    changed = copy.deepcopy(config)
+    changed.model.growth_rate = int(config.model.growth_rate) + 2
+    with pytest.raises(ValueError, match=r"epoch_0002\.keras does not fit the model") as error:
+        training.train(changed, str(run), allow_config_change=True)
+    assert "\n" not in str(error.value)
+    assert (run / "config.json").read_text() == stored  # still the checkpoints' config
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_with_one_warning(smoke_run, tmp_path, caplog):
+    config, workdir, _, _ = smoke_run
+    shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
+    shutil.copy(workdir / "config.json", tmp_path)
+    newest = tmp_path / "checkpoints" / "epoch_0002.keras"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a full disk
+    printed = io.StringIO()
+    with caplog.at_level(logging.WARNING), contextlib.redirect_stdout(printed):
+        model, _ = training.train(config, str(tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warnings) == 1 and "epoch_0002.keras" in warnings[0], warnings
+    assert "\n" not in warnings[0]
+    assert "epoch_0001.keras (1 epochs done)" in printed.getvalue()
+    assert int(model.optimizer.iterations.numpy()) == 6  # epoch 2 trained again
+    expected = keras.saving.load_model(workdir / "model.keras").get_weights()
+    for a, b in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_no_readable_checkpoint_is_one_error(smoke_run, tmp_path):
+    config, workdir, _, _ = smoke_run
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("epoch_0001.keras", "epoch_0002.keras"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"PK\x03\x04 truncated")
+    shutil.copy(workdir / "config.json", tmp_path)
+    with pytest.raises(ValueError, match=r"No checkpoint in .*checkpoints is readable"):
+        training.train(config, str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------
+# A non-finite loss stops training, and nothing of that epoch is written
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_huge_learning_rate_stops_with_a_clear_error_and_saves_nothing(tmp_path):
+    config = _config_file("testing", "smoke")
+    config.train.learning_rate = 1e30
+    config.train.epochs = 1
+    with pytest.raises(training.NonFiniteLossError) as error:
+        training.train(config, str(tmp_path), progress=False)
+    message = str(error.value)
+    assert re.search(r"at epoch 1, step \d of 3;", message), message
+    assert "lower --config.train.learning_rate (now 1e+30)" in message
+    assert not os.listdir(tmp_path / "checkpoints")
+    for name in ("model.keras", "best.keras", "best.json"):
+        assert not (tmp_path / name).exists(), name
+    assert len((tmp_path / "log.csv").read_text().splitlines()) <= 1  # no epoch row
+
+
+class _Poison(keras.callbacks.Callback):
+    """Sets the first exit's kernel to inf in the 3rd epoch: before its 2nd step, or after its
+    last (then the loss of training stays finite; the validation loss is not)."""
+
+    def __init__(self, when):
+        super().__init__()
+        self.when, self.epoch = when, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.when == "step 2" and (self.epoch, batch) == (2, 1):
+            self._poison()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.when == "last step" and (self.epoch, batch) == (2, 2):
+            self._poison()
+
+    def _poison(self):
+        kernel = self.model.get_layer("exit1_logits").kernel
+        kernel.assign(np.full(kernel.shape, np.inf, "float32"))
+
+
+@pytest.mark.parametrize("when,where", [
+    ("step 2", "training loss became nan at epoch 3, step 2 of 3"),
+    ("last step", "val_loss of epoch 3 is nan"),
+])  # fmt: skip
+def test_a_non_finite_epoch_never_overwrites_checkpoints_best_or_model(
+    smoke_run, tmp_path, when, where
+):
+    config, workdir, _, _ = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    shutil.rmtree(run / "eval")
+    before = _files(run)
+    longer = copy.deepcopy(config)
+    longer.train.epochs = 3  # resumes after epoch 2, the 3rd epoch goes non-finite
+    with pytest.raises(training.NonFiniteLossError, match=where):
+        training.train_and_evaluate(longer, str(run), [_Poison(when)], progress=False)
+    after = _files(run)
+    for name in ("checkpoints/epoch_0001.keras", "checkpoints/epoch_0002.keras", "best.keras",
+                 "best.json", "model.keras", "log.csv"):  # fmt: skip
+        assert after[name] == before[name], name
+    assert not (run / "checkpoints" / "epoch_0003.keras").exists()
+    assert not (run / "eval").exists()  # and model.keras is not evaluated
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ __all__ = [
     "EpochSummary",
     "NonFiniteLossError",
     "StopOnNonFinite",
+    "close_logs",
     "gradcam_callback",
     "run_callbacks",
 ]
@@ -206,6 +207,15 @@ def gradcam_callback(config, splits, n_exits: int, workdir: str):
         tensorboard_dir=os.path.join(workdir, "tensorboard", "gradcam"),
         image_ids=picks,
     )
+
+
+def close_logs(callbacks) -> None:
+    """Closes the files of the log callbacks (CSV log, TensorBoard writers) after `fit` ended
+    with an exception: Keras calls ``on_train_end`` only when `fit` returns. The other
+    callbacks are left alone (an ``on_train_end`` may save a model)."""
+    for callback in callbacks:
+        if isinstance(callback, (keras.callbacks.CSVLogger, keras.callbacks.TensorBoard)):
+            callback.on_train_end()
 
 
 def run_callbacks(

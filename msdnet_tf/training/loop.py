@@ -55,7 +55,7 @@ from msdnet_tf.config import RESUME_SAFE_FIELDS, check_config, config_changes, m
 from msdnet_tf.model.builder import build_msdnet
 from msdnet_tf.runtime import configure_cpu_threads
 from msdnet_tf.training.batchnorm import use_reference_statistics
-from msdnet_tf.training.callbacks import gradcam_callback, run_callbacks
+from msdnet_tf.training.callbacks import close_logs, gradcam_callback, run_callbacks
 from msdnet_tf.training.checkpoints import (
     atomic_save,
     clean_partial_files,
@@ -404,16 +404,21 @@ def _train(config, workdir: str, extra_callbacks, progress: bool, allow_config_c
         train_data = per_exit_labels(
             _epoch_stream(splits, start, epochs, steps), names, splits.num_classes
         )
-        model.fit(
-            shard_by_data(train_data),
-            epochs=epochs,
-            initial_epoch=start,
-            steps_per_epoch=steps,
-            validation_data=_validation_data(splits, names),
-            callbacks=run_callbacks(config, workdir, names, chief, extra, progress),
-            shuffle=False,  # each epoch of the epoch-keyed pipeline is already shuffled
-            verbose=0,  # EpochSummary: one line per epoch (Keras' would list every metric)
-        )
+        callbacks = run_callbacks(config, workdir, names, chief, extra, progress)
+        try:
+            model.fit(
+                shard_by_data(train_data),
+                epochs=epochs,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                validation_data=_validation_data(splits, names),
+                callbacks=callbacks,
+                shuffle=False,  # each epoch of the epoch-keyed pipeline is already shuffled
+                verbose=0,  # EpochSummary: one line per epoch (Keras' would list every metric)
+            )
+        except BaseException:  # a non-finite loss, an interrupt...: no model.keras
+            close_logs(callbacks)
+            raise
     if chief:
         atomic_save(inference_model(model), os.path.join(workdir, "model.keras"))
     return model, splits, chief
