@@ -134,8 +134,14 @@ def test_grid_counts_equal_the_models_own_predictions(run, tmp_path):
                                str(tmp_path), per_image_files=False)  # fmt: skip
     probs = np.stack([o.numpy() for o in source.model(inputs, training=False)])
     np.testing.assert_array_equal(grid["n_correct"], (probs.argmax(-1) == labels).sum(0))
-    assert grid["maps"].layers == ["exit1_conv_out", "exit2_conv_out", "exit3_conv_out"]
+    # the default layer: the automatic rule's, each head's block features (not its 2x2 conv)
+    assert grid["maps"].layers == ["exit1_features", "exit2_features", "exit3_features"]
     assert grid["cams"] == []
+    heads = visualize.exit_grid(source.model, inputs, raw, labels, indices, splits.class_names,
+                                str(tmp_path), layer="conv_out", per_image_files=False)  # fmt: skip
+    assert heads["maps"].layers == ["exit1_conv_out", "exit2_conv_out", "exit3_conv_out"]
+    named = visualize.explain_exits(source.model, inputs, layer="features")
+    np.testing.assert_array_equal(named.maps, grid["maps"].maps)
 
 
 def test_grid_cells_show_each_images_map_with_the_right_mark(run, tmp_path):
@@ -275,7 +281,9 @@ def test_compare_page_through_visualize(run, tmp_path):
     assert [len(row) for row in rows] == [2 * K, 2 * K]
     for row in rows:  # the model beside itself: the same marks and overlays twice
         for (colour, crop), (twin_colour, twin) in zip(row[:K], row[K:]):
-            assert colour == twin_colour and _difference(crop, twin, margin=0) < 1.0
+            # < 2.0 as each cell against its own overlay above: the twin crops may differ by a
+            # pixel of placement, which the 8x8 maps' detail makes visible
+            assert colour == twin_colour and _difference(crop, twin, margin=0) < 2.0
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
 """Grad-CAM maps of a model's exits: which exits and target layers, and the maps themselves.
 
-An MSD-Net (outputs ``exit{k}_logits``) is explained at each exit's own layer
-(``exit{k}_conv_out`` or ``exit{k}_features``); any other Keras classifier at the layers
-`gradcam_tf.GradCAM` finds for its outputs.
+Target layers (`LAYER_CHOICES`): "auto" (the default) is gradcam_tf's automatic rule, the last
+layer on each output's path whose map keeps at least 7 cells a side (`gradcam_tf.layers`): on
+an MSD-Net the block features each head reads (``exit{k}_features``, 8x8 at 32 pixels, 7x7 at
+224), the layer that localizes (benchmarks/localization.py); "features" names those layers and
+"conv_out" each head's last conv (``exit{k}_conv_out``, 2x2: a map that cannot localize, kept
+for comparison). Any other Keras classifier is explained at the layers the automatic rule finds
+for its outputs. Maps are resized to the image with half-pixel bilinear interpolation.
 """
 
 from __future__ import annotations
@@ -15,9 +19,21 @@ import numpy as np
 
 import gradcam_tf
 
-__all__ = ["LAYER_CHOICES", "ExitMaps", "exit_numbers", "explain_exits", "is_msdnet"]
+__all__ = [
+    "LAYER_CHOICES",
+    "ExitMaps",
+    "exit_numbers",
+    "explain_exits",
+    "is_msdnet",
+    "layer_description",
+]
 
-LAYER_CHOICES = ("conv_out", "features")
+LAYER_CHOICES = ("auto", "features", "conv_out")
+_DESCRIPTIONS = {
+    "auto": "the automatically chosen layer (the block features each head reads)",
+    "features": "the block features each head reads",
+    "conv_out": "each head's last conv",
+}
 _EXIT_OUTPUT = re.compile(r"exit(\d+)_logits$")
 
 
@@ -41,6 +57,13 @@ class ExitMaps:
     def predicted(self) -> np.ndarray:
         """(K, N) top-1 class of every output and image."""
         return self.probs.argmax(axis=-1)
+
+
+def layer_description(layer: str) -> str:
+    """A caption's words for a `LAYER_CHOICES` entry ("the block features each head reads")."""
+    if layer not in LAYER_CHOICES:
+        raise ValueError(f"`layer` must be one of {LAYER_CHOICES}. Received: layer={layer!r}")
+    return _DESCRIPTIONS[layer]
 
 
 def is_msdnet(model: keras.Model) -> bool:
@@ -73,7 +96,7 @@ def explain_exits(
     model: keras.Model,
     images,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     classes=None,
     explainer: gradcam_tf.GradCAM | None = None,
 ) -> ExitMaps:
@@ -83,8 +106,9 @@ def explain_exits(
         model: an MSD-Net (outputs ``exit{k}_logits``) or any Keras classifier.
         images: (N, H, W, C) model inputs.
         exits: 1-based exits (outputs) to explain; None for all.
-        layer: 'conv_out' (each head's last conv) or 'features' (the block features the head
-            reads); for a model that is not an MSD-Net the layer is found automatically.
+        layer: 'auto' (default: gradcam_tf's automatic rule, on an MSD-Net the block features
+            each head reads), 'features' (those, by name) or 'conv_out' (each head's last conv);
+            for a model that is not an MSD-Net the layer is always found automatically.
         classes: None (each exit's top-1 class) or (N,) class ids to explain at every exit.
         explainer: a `GradCAM` of `model` to reuse.
 
@@ -95,7 +119,7 @@ def explain_exits(
         raise ValueError(f"`layer` must be one of {LAYER_CHOICES}. Received: layer={layer!r}")
     numbers = exit_numbers(model, exits)
     if is_msdnet(model):
-        layers = [f"exit{k}_{layer}" for k in numbers]
+        layers = "auto" if layer == "auto" else [f"exit{k}_{layer}" for k in numbers]
         labels = [f"B{k}" for k in numbers]
     else:
         layers = "auto"

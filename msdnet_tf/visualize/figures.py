@@ -44,7 +44,7 @@ def class_attention(
     class_accuracy,
     out_dir: str,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     cell_px: int = 128,
     explainer=None,
 ) -> dict:
@@ -60,7 +60,7 @@ def class_attention(
         class_accuracy: (K,) each chosen exit's test accuracy on the class (all its images).
         out_dir: output folder; the page is ``class_{name}.png``.
         exits: 1-based exits (None: all).
-        layer: 'conv_out' or 'features'.
+        layer: 'auto' (default), 'features' or 'conv_out' (see `explain_exits`).
         cell_px: size of each picture in pixels.
         explainer: a `GradCAM` of `model` to reuse.
 
@@ -141,7 +141,7 @@ def saliency_page(
     class_names: Sequence[str],
     out_dir: str,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     samples: int = 20,
     cell_px: int = 112,
     explainer=None,

@@ -20,7 +20,7 @@ from msdnet_tf.visualize.cells import (
     overlay_cell,
     upscale_image,
 )
-from msdnet_tf.visualize.exits import exit_numbers, explain_exits
+from msdnet_tf.visualize.exits import exit_numbers, explain_exits, layer_description
 
 __all__ = ["compare_models", "exit_grid"]
 
@@ -34,7 +34,7 @@ def exit_grid(
     class_names: Sequence[str],
     out_dir: str,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     per_image_files: bool = True,
     cell_px: int = 128,
     explainer=None,
@@ -50,7 +50,7 @@ def exit_grid(
         class_names: one name per class.
         out_dir: output folder.
         exits: 1-based exits (None: all).
-        layer: 'conv_out' or 'features' (see `explain_exits`).
+        layer: 'auto' (default), 'features' or 'conv_out' (see `explain_exits`).
         per_image_files: also write ``cams/img{index:05d}_exit{k}.png``.
         cell_px: side of the per-image PNGs in pixels.
         explainer: a `GradCAM` of `model` to reuse.
@@ -76,12 +76,11 @@ def exit_grid(
             picture = overlay_cell(display[i], result.maps[k, i], cell_px)
             row.append(Cell(picture, title, RIGHT if right else WRONG))
         cells.append(row)
-    kind = "head's last conv" if layer == "conv_out" else "block features the head reads"
     figure, _ = grid_figure(
         cells,
         rows,
         ["image", *result.labels],
-        title=f"Grad-CAM of each exit's prediction (target: the {kind})",
+        title=f"Grad-CAM of each exit's prediction (target: {layer_description(layer)})",
     )
     path = save_figure(figure, os.path.join(out_dir, "grid.png"))
     cams = []
@@ -105,7 +104,7 @@ def compare_models(
     class_names: Sequence[str],
     path: str,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     cell_px: int = 112,
 ) -> dict:
     """The same images through several models side by side, one column per model output.
@@ -123,7 +122,7 @@ def compare_models(
         class_names: one name per class.
         path: the PNG file.
         exits: 1-based exits of multi-exit models (None: all).
-        layer: 'conv_out' or 'features' for MSD-Nets.
+        layer: 'auto' (default), 'features' or 'conv_out' for MSD-Nets (see `explain_exits`).
         cell_px: size of each picture in pixels.
 
     Returns:

@@ -25,10 +25,12 @@ into `out_dir` (``index.html`` first names the checkpoint and its evaluation):
   (`gradcam_tf.callbacks.GradCAMCallback`), when the run recorded them.
 * ``index.html``: every page with captions and relative links, to browse the run.
 
-Target layers: ``layer="conv_out"`` (default) explains each exit at its head's last conv
-(``exit{k}_conv_out``); ``layer="features"`` at the block features the head reads
-(``exit{k}_features``), as the blog did, which keeps more resolution on small inputs. The maps
-of all chosen exits come from one forward and one backward pass (`gradcam_tf.GradCAM`).
+Target layers: ``layer="auto"`` (default) explains each exit at the layer gradcam_tf's rule
+picks, the last map of at least 7x7 on its path: on MSD-Net the block features the head reads
+(``exit{k}_features``), as the blog did; ``layer="features"`` names them, ``layer="conv_out"``
+takes each head's last conv (``exit{k}_conv_out``, 2x2: it cannot localize; see
+benchmarks/localization.py). The maps of all chosen exits come from one forward and one
+backward pass (`gradcam_tf.GradCAM`), resized with half-pixel bilinear interpolation.
 
 Example:
     >>> files = visualize("runs/digits", "runs/digits/visualize", hardest=8)  # doctest: +SKIP
@@ -49,7 +51,7 @@ import gradcam_tf
 from msdnet_tf import evaluation
 from msdnet_tf.runs import Run
 from msdnet_tf.visualize.charts import plot_per_class_table, plot_per_exit_accuracy
-from msdnet_tf.visualize.exits import LAYER_CHOICES, exit_numbers
+from msdnet_tf.visualize.exits import LAYER_CHOICES, exit_numbers, layer_description
 from msdnet_tf.visualize.figures import class_attention, class_model_page, saliency_page
 from msdnet_tf.visualize.grid import compare_models, exit_grid
 from msdnet_tf.visualize.index import table_html, write_index
@@ -120,7 +122,7 @@ def _page_grid(job: _Job, files: dict) -> dict:
         explainer=job.explainer,
     )
     files.update(grid=grid["path"], cams=grid["cams"], grid_rows=grid["rows"])
-    where = "each head's last conv" if job.layer == "conv_out" else "the block features it reads"
+    where = layer_description(job.layer)
     return {
         "title": "Images x exits",
         "images": [job.rel(grid["path"])],
@@ -300,7 +302,7 @@ def visualize(
     easiest: int | None = None,
     num_images: int = 8,
     exits=None,
-    layer: str = "conv_out",
+    layer: str = "auto",
     class_name: str | None = None,
     compare: str | keras.Model | None = None,
     pages: Sequence[str] = PAGES,
@@ -324,7 +326,8 @@ def visualize(
         num_images: grid rows when neither `hardest`, `easiest` nor `indices` is given (then
             the hardest).
         exits: 1-based exits to show (None: all).
-        layer: 'conv_out' (each head's last conv) or 'features' (the block features it reads).
+        layer: 'auto' (default: the automatic rule, on MSD-Net the block features each head
+            reads), 'features' (those, by name) or 'conv_out' (each head's last conv).
         class_name: the class of the per-class page (default: the class on which the exits
             differ most).
         compare: a second run folder, checkpoint or Keras model for ``compare.png``.
