@@ -115,6 +115,9 @@ def base_config(
     config.gradcam.every_n_epochs = 0
     config.gradcam.num_images = 4
     config.gradcam.exits = ml_collections.FieldReference(None, field_type=tuple)  # None: all
+    # Target layer: "auto" (gradcam_tf's localizing rule: each head's block features on
+    # MSD-Net), "features" (those, by name) or "conv_out" (each head's last conv, 2x2).
+    config.gradcam.layer = "auto"
     return config
 
 
