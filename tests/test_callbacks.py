@@ -204,3 +204,35 @@ def test_bad_arguments(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         GradCAMCallback(**args)
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        (None, "auto"),
+        ("auto", "auto"),
+        ("features", ["exit1_features", "exit3_features"]),
+        ("conv_out", ["exit1_conv_out", "exit3_conv_out"]),
+    ],
+)
+def test_training_callback_follows_config_gradcam_layer(tmp_path, layer, expected):
+    """msdnet_tf's training callback: "auto" by default (on MSD-Net, gradcam_tf's localizing
+    rule picks exit{k}_features), or the named endpoints of ``config.gradcam.layer``."""
+    import types
+
+    from msdnet_tf.config import base_config
+    from msdnet_tf.training.callbacks import gradcam_callback
+
+    config = base_config("testing", "digits", epochs=1, batch_size=8)
+    config.gradcam.every_n_epochs, config.gradcam.exits = 1, (1, 3)
+    if layer is None:
+        assert config.gradcam.layer == "auto"
+    else:
+        config.gradcam.layer = layer
+    x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    splits = types.SimpleNamespace(
+        test_x=x, test_y=np.array([0, 1, 2, 3]), class_names=[str(c) for c in range(10)],
+        normalize=lambda images: images,
+    )  # fmt: skip
+    callback = gradcam_callback(config, splits, 3, str(tmp_path))
+    assert callback.layers == expected and callback.outputs == [0, 2]

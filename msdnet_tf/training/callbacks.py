@@ -176,8 +176,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
 def gradcam_callback(config, splits, n_exits: int, workdir: str):
     """The Grad-CAM-over-epochs callback of ``config.gradcam`` (None when disabled).
 
-    Images: the first test image of each of the first ``num_images`` classes; targets: the block
-    features each chosen exit reads (``exit{k}_features``).
+    Images: the first test image of each of the first ``num_images`` classes; target layers:
+    ``config.gradcam.layer``, "auto" (default: gradcam_tf's localizing rule, on MSD-Net the block
+    features each chosen exit reads, ``exit{k}_features``), "features" or "conv_out" (by name).
 
     Args:
         config: the run config (``config.gradcam``).
@@ -195,11 +196,12 @@ def gradcam_callback(config, splits, n_exits: int, workdir: str):
     picks = [int(np.flatnonzero(splits.test_y == c)[0]) for c in np.unique(splits.test_y)]
     picks = picks[: config.gradcam.num_images]
     exits = list(config.gradcam.exits or range(1, n_exits + 1))
+    layer = config.gradcam.get("layer", "auto")
     return GradCAMCallback(
         splits.normalize(splits.test_x[picks]),
         splits.test_y[picks],
         splits.class_names,
-        layers=[f"exit{k}_features" for k in exits],
+        layers="auto" if layer == "auto" else [f"exit{k}_{layer}" for k in exits],
         outputs=[k - 1 for k in exits],
         every_n_epochs=config.gradcam.every_n_epochs,
         out_dir=os.path.join(workdir, "gradcam_epochs"),
