@@ -40,9 +40,9 @@ _EXITS = program.define_integer_list(
     "exits", None, "Exits to show, 1-based (default: all).", minimum=1
 )
 _LAYER = flags.DEFINE_enum(
-    "layer", "conv_out", LAYER_CHOICES,
-    "conv_out: each head's last conv; features: the block features the head reads (as the "
-    "Grad-CAM blog).",
+    "layer", "auto", LAYER_CHOICES,
+    "auto: gradcam_tf's localizing rule (the block features each head reads, as the Grad-CAM "
+    "blog); features: those, by name; conv_out: each head's last conv (2x2).",
 )  # fmt: skip
 _CLASS = flags.DEFINE_string("class_name", None, "Class of the per-class page (default: the "
                              "class on which the exits differ most).")  # fmt: skip
