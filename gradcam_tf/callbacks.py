@@ -130,8 +130,10 @@ class GradCAMCallback(keras.callbacks.Callback):
         images: (N, H, W, C) model inputs (preprocessed as the model expects), a fixed set.
         labels: (N,) true class ids.
         class_names: one name per class id.
-        layers: target layers, as `gradcam_tf.GradCAM.explain`: "auto" (the last spatial layer
-            before each output), a name, or one name per chosen output.
+        layers: target layers, as `gradcam_tf.GradCAM.explain`: "auto" (for each output the
+            last map of at least 7x7 on its path, see `gradcam_tf.layers`), "last_spatial", a
+            name, or one name per chosen output. Maps are resized with half-pixel bilinear
+            interpolation (the explainers' default).
         outputs: which outputs to explain: None (all), an index, a name or a list (see
             `gradcam_tf.outputs`).
         every_n_epochs: explain after every this many epochs.

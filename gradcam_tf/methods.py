@@ -186,7 +186,8 @@ class ScoreCAM(BaseCAM):
     """Score-CAM (and Faster Score-CAM): channels weighted by the score of the masked image.
 
     For each channel c: ``M_c = upsample(A_c)`` (the corner-aligned linear zoom of tf-keras-vis,
-    ``mode="nearest"``), min-max normalised per sample with epsilon 1e-7; ``w_c = S(x * M_c)``,
+    ``mode="nearest"``, whatever `resize`, which applies to the final map only), min-max
+    normalised per sample with epsilon 1e-7; ``w_c = S(x * M_c)``,
     the target's softmax probability (by default) for the masked image;
     ``cam = ReLU(sum_c w_c A_c)``. No gradient is taken. This is the tf-keras-vis 0.8.7 variant
     (`tf_keras_vis.scorecam.Scorecam`): raw probabilities as weights, no baseline subtraction
