@@ -222,7 +222,7 @@ def test_export_script_on_a_run_folder(evaluated_run, tmp_path):
     out = tmp_path / "out"
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "export.py")
     _finish(_start([sys.executable, script, f"--workdir={evaluated_run}", f"--out={out}",
-                    "--p=20", "--tflite"]))  # fmt: skip
+                    "--p=20", "--tflite", "--budgets=5,10"]))  # fmt: skip
     assert sorted(os.listdir(out)) == ["export_check.json", "model.keras", "model.tflite",
                                        "saved_model", "tflite_segments",
                                        "thresholds.json"]  # fmt: skip
@@ -230,7 +230,10 @@ def test_export_script_on_a_run_folder(evaluated_run, tmp_path):
         "segment1.tflite", "segment2.tflite", "segment3.tflite",
         "single_image.tflite"]  # fmt: skip
     with open(out / "export_check.json") as f:
-        assert json.load(f)["checkpoint"]["name"] == "model.keras"
+        check = json.load(f)
+    assert check["checkpoint"]["name"] == "model.keras"
+    assert sorted(check["budgets"]) == ["p10", "p5"]
+    assert all(all(b["equals_simulated_evaluation"].values()) for b in check["budgets"].values())
 
 
 def test_export_model_writes_every_format(testing_model, exported, thresholds):

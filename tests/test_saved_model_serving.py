@@ -9,6 +9,7 @@ evaluation on the same images.
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -291,3 +292,70 @@ def test_budget_suffix(p, suffix):
 def test_budget_suffix_rejects_non_levels(p):
     with pytest.raises(ValueError, match=r"budget level must be a finite number > 0. Received"):
         budget_suffix(p)
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "export.py")
+
+
+def _readme_recipe() -> list[str]:
+    """The commands of the README's ``saved_model_cli run`` recipe, continuation lines joined."""
+    with open(README, encoding="utf-8") as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    block = next(b for b in blocks if "saved_model_cli run" in b)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.slow
+def test_readme_recipe_runs_saved_model_cli_on_a_png(testing_model, tmp_path):
+    from msdnet_tf.data import load_digits
+
+    cli = _saved_model_cli()
+    if cli is None:
+        pytest.skip("saved_model_cli is not installed")
+    splits = load_digits(image_size=16, augment=False)
+    path = export_saved_model(testing_model, str(tmp_path / "sm"), mean=splits.mean,
+                              std=splits.std, class_names=splits.class_names)  # fmt: skip
+    # The README's commands as written, on this model (16x16 digits) instead of the demo's.
+    replacements = {
+        "runs/digits_demo/export/saved_model": path,
+        "load_digits(augment=False)": "load_digits(image_size=16, augment=False)",
+    }
+    commands = _readme_recipe()
+    assert [c.split()[0] for c in commands] == ["python", "python", "saved_model_cli"]
+    for old in replacements:
+        assert any(old in c for c in commands), old
+    for command in commands:
+        for old, new in replacements.items():
+            command = command.replace(old, new)
+        args = shlex.split(command)
+        args[0] = {"python": sys.executable, "saved_model_cli": cli}[args[0]]
+        stdout = _finish(_start(args, cwd=str(tmp_path)))
+    printed = _cli_outputs(stdout)
+    want = _probs(testing_model, splits.normalize(splits.test_x[:1]))[-1][0]
+    assert printed["class_name"] == f"[b'{splits.class_names[want.argmax()]}']"
+    assert printed["class_id"] == f"[{want.argmax()}]"
+
+
+@pytest.mark.slow
+def test_export_script_on_a_model_with_its_data_set(testing_model, tmp_path):
+    from msdnet_tf.data import DIGITS_STATS
+
+    model = str(tmp_path / "x.keras")
+    testing_model.save(model)
+    out = tmp_path / "out"
+    no_budgets = _start([sys.executable, SCRIPT, f"--model={model}", f"--out={out}",
+                         "--budgets=5"])  # fmt: skip
+    _finish(_start([sys.executable, SCRIPT, f"--model={model}", "--data=digits", f"--out={out}",
+                    "--thresholds=0.5,0.5"]))  # fmt: skip
+    _, stderr = no_budgets.communicate(timeout=300)
+    assert no_budgets.returncode == 2
+    assert "error: --budgets goes with --workdir" in stderr and "Received: --budgets=5" in stderr
+    with open(out / "saved_model" / "assets" / "msdnet_tf.json", encoding="utf-8") as f:
+        metadata = json.load(f)
+    assert metadata["data"] == "digits"
+    assert metadata["class_names"] == [str(d) for d in range(10)]
+    assert metadata["normalization"]["mean"] == np.float32(DIGITS_STATS[0]).tolist()
+    assert metadata["checkpoint"] == CheckpointIdentity.of(testing_model, "x.keras").to_json()
+    assert {"serving_pixels", "early_exit_pixels"} <= set(metadata["signatures"])

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from msdnet_tf.common import json_value
+from msdnet_tf.model.builder import num_exits
 from msdnet_tf.serving.engine import EarlyExitClassifier
 from msdnet_tf.serving.thresholds import check_thresholds
 
@@ -233,8 +234,7 @@ class ServingModule(AnytimeModule):
     ):
         super().__init__(model, fold)
         plain = self._plain
-        plain.engine = EarlyExitClassifier(plain.model)
-        count = plain.engine.num_exits
+        count = num_exits(plain.model)
         num_classes = int(plain.model.outputs[0].shape[-1])
         plain.class_names = check_class_names(class_names, num_classes)
         plain.normalization = check_normalization(mean, std, plain.image_shape[-1])
@@ -253,6 +253,7 @@ class ServingModule(AnytimeModule):
             )
         plain.default = None if thresholds is None else check_thresholds(thresholds, count)
         plain.text = None
+        plain.engine = EarlyExitClassifier(plain.model)
         floats = tf.TensorSpec([None, *plain.image_shape], tf.float32, name="images")
         pixels = tf.TensorSpec([None, *plain.image_shape], tf.uint8, name="images")
         vector = tf.TensorSpec([count], tf.float32, name="thresholds")
