@@ -460,6 +460,7 @@ def test_no_readable_checkpoint_is_one_error(smoke_run, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_stops_with_a_clear_error_and_saves_nothing(tmp_path):
     config = _config_file("testing", "smoke")
     config.train.learning_rate = 1e30
@@ -501,7 +502,7 @@ class _Poison(keras.callbacks.Callback):
 
 @pytest.mark.parametrize("when,where", [
     ("step 2", "training loss became nan at epoch 3, step 2 of 3"),
-    ("last step", "val_loss of epoch 3 is nan"),
+    pytest.param("last step", "val_loss of epoch 3 is nan", marks=pytest.mark.slow),
 ])  # fmt: skip
 def test_a_non_finite_epoch_never_overwrites_checkpoints_best_or_model(
     smoke_run, tmp_path, when, where
