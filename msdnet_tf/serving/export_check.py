@@ -3,12 +3,16 @@
 `export_run` writes every format of `msdnet_tf.serving.export.export_model` for one checkpoint
 of a run, reloads the SavedModel and runs it (and the TFLite files) on the run's test split,
 against that checkpoint's own evaluation (`msdnet_tf.runs.Run.evaluation`: the stored one when
-it names these weights, else computed now); `msdnet-export` and the demo call it.
+it names these weights, else computed now); `msdnet-export` and the demo call it. The
+SavedModel carries the run's data normalisation, class names, budget levels and metadata
+(`msdnet_tf.serving.signatures.ServingModule`), and every signature is checked.
 
 Example:
     >>> check = export_run("runs/digits_demo", p=20)  # doctest: +SKIP
     >>> check["checkpoint"]["name"], check["early_exit"]["equals_simulated_evaluation"]
     ('model.keras', True)
+    >>> check["budgets"]["p5"]["equals_simulated_evaluation"]  # doctest: +SKIP
+    {'early_exit_p5': True, 'early_exit_pixels_p5': True}
 """
 
 from __future__ import annotations
