@@ -382,3 +382,63 @@ def test_serving_package_names_resolve():
     assert serving.check_thresholds is check_thresholds
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         serving.nothing  # noqa: B018
+
+
+def test_untaken_branches_of_the_single_image_path_are_one_call(testing_model):
+    """The choice between one image and a batch is a cond whose branches each hold one
+    function call and nothing of the network inline: the branch not taken is one node for the
+    executor, not a visit to each of its ops. The calls hold the network."""
+    graph_def = EarlyExitClassifier(testing_model).function.get_concrete_function().graph
+    graph_def = graph_def.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    branches = [
+        library[node.attr[key].func.name]
+        for node in graph_def.node
+        if node.op in ("If", "StatelessIf")
+        for key in ("then_branch", "else_branch")
+    ]
+    calling = [f for f in branches if any(n.op.endswith("PartitionedCall") for n in f.node_def)]
+    assert len(calling) == 2  # one image, or a batch (the other conds are the NaN check's)
+    bodies = []
+    for function in calling:
+        ops = [node.op for node in function.node_def if node.op not in ("Identity", "NoOp")]
+        assert ops in (["StatefulPartitionedCall"], ["PartitionedCall"]), ops
+        (call,) = [node for node in function.node_def if node.op.endswith("PartitionedCall")]
+        bodies.append(library[call.attr["f"].func.name])
+    # One image: exit 1's convolutions right in the call; a batch: its streams' conds.
+    assert any(node.op == "Conv2D" for node in bodies[0].node_def)
+    assert any(node.op in ("If", "StatelessIf") for node in bodies[1].node_def)
+
+
+def test_saved_engine_reloads_in_a_fresh_process_with_the_same_outputs(
+    testing_model, images, probs, tmp_path
+):
+    """The engine's function saved in a SavedModel (as `export_saved_model` does) reloads
+    without msdnet_tf in a new interpreter and returns exactly the in-process outputs, for a
+    batch and for one image."""
+    engine = EarlyExitClassifier(testing_model)
+    module = tf.Module()
+    module.variables_ = [v.value for v in testing_model.variables]
+    module.early_exit = engine.function
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    thresholds = check_thresholds(_budgeted(probs, 20), K)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "thresholds.npy", thresholds)
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"d = {str(tmp_path)!r}\n"
+        "loaded = tf.saved_model.load(d + '/saved')\n"
+        "f = loaded.early_exit\n"
+        "x, t = np.load(d + '/images.npy'), np.load(d + '/thresholds.npy')\n"
+        "for name, batch in (('batch', x), ('one', x[5:6])):\n"
+        "    out = f(tf.constant(batch), tf.constant(t))\n"
+        "    np.savez(f'{d}/{name}.npz', **{k: v.numpy() for k, v in out.items()})\n"
+        "assert 'msdnet_tf' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name, batch in (("batch", images), ("one", images[5:6])):
+        reloaded = np.load(tmp_path / f"{name}.npz")
+        expected = engine(batch, thresholds)
+        for key in ("class_id", "probability", "exit_index"):
+            np.testing.assert_array_equal(reloaded[key], expected[key])

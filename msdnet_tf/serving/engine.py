@@ -32,6 +32,28 @@ from msdnet_tf.serving.thresholds import check_thresholds
 __all__ = ["EarlyExitClassifier"]
 
 
+def _cond_of_calls(pred, true_fn, false_fn):
+    """``tf.cond(pred, true_fn, false_fn)`` whose branches are each one function-call op.
+
+    Inside a `tf.function`, TensorFlow lowers ``tf.cond`` into ``Switch``/``Merge`` ops: the
+    branch not taken stays in the caller's graph and the executor still visits each of its
+    nodes to pass on the "dead" signal. Where a branch holds blocks of the network (the whole
+    batch path when one image comes, the later blocks after a single image's exit), that visit
+    costs a sizeable part of the call. Here each branch is a `tf.function` called once and kept
+    as a call (``_noinline``): the untaken branch is one dead node. The call is still optimised
+    as the rest of the graph (grappler, oneDNN fusions), so the numbers computed, and hence the
+    exit decisions, are bit for bit those of the inline graph (tests/test_early_exit.py).
+    Measurements: benchmarks/RESULTS.md.
+    """
+    return tf.cond(pred, _as_one_call(true_fn), _as_one_call(false_fn))
+
+
+def _as_one_call(fn):
+    """`fn` (no arguments) as a callable that adds one function-call op to the graph."""
+    function = tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
+    return lambda: function()
+
+
 def _empty_groups(count: int) -> list:
     """`count` exits that nobody reached: (positions, class ids, confidences) of size 0."""
     return [
@@ -57,7 +79,10 @@ class EarlyExitClassifier:
 
     A batch of one image (a single request, the usual serving case) takes a shorter path: a
     chain of ``tf.cond``, exit k deciding whether block k+1 runs, without the partitions,
-    gathers and final permutation a batch needs.
+    gathers and final permutation a batch needs. That chain, and the choice between it and the
+    batch path, are conds whose branches are each one function call, so that the branch not
+    taken costs one node instead of a visit to each of its ops; the batch path's conds stay
+    inline, where calls measured slower (``benchmarks/RESULTS.md``).
 
     The whole pass is one `tf.function` with a ``[None, H, W, C]`` images signature and a
     ``[K]`` thresholds tensor: it is traced once, for every batch size and every threshold
@@ -175,7 +200,7 @@ class EarlyExitClassifier:
             message="`thresholds` must not contain NaN",
         )
         n = tf.shape(images)[0]
-        return tf.cond(
+        return _cond_of_calls(
             tf.equal(n, 1),
             lambda: self._classify_one(images, thresholds),
             lambda: self._classify_batch(images, thresholds),
@@ -234,7 +259,7 @@ class EarlyExitClassifier:
             outputs = self.stages[k].finish(late_inputs, training=False)
             return self._run_one_from(k + 1, outputs, thresholds)
 
-        return tf.cond(confidence[0] >= thresholds[k], lambda: here, later)
+        return _cond_of_calls(confidence[0] >= thresholds[k], lambda: here, later)
 
     def _run_from(self, k: int, features, positions, thresholds) -> list:
         """Blocks k, k+1, ... on the samples at `positions` of the batch (0-based k).
