@@ -3,6 +3,13 @@
 ``config.model`` is exactly the keyword arguments of `msdnet_tf.build_msdnet`; the other sections
 are read by `msdnet_tf.data`, `msdnet_tf.training` and the scripts. Config files call
 `base_config` and change what differs, e.g. ``configs/cifar10_anytime.py``.
+
+* Every field can be set from the command line: sequences are tuples
+  (``--config.model.gr_factor='(1,2,4)'``; ml_collections cannot override lists), and
+  `from_json` turns the lists of a run's ``config.json`` back into tuples.
+* `check_config` refuses a field the schema does not have (a typo in a config file), naming
+  the closest one; training and ``msdnet-train`` call it before any work.
+* `config_changes` compares two configs; a resumed run may change only `RESUME_SAFE_FIELDS`.
 """
 
 from __future__ import annotations

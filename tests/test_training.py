@@ -280,13 +280,18 @@ def test_checkpoint_holds_the_full_training_state(smoke_run):
 
 def test_rerun_of_a_finished_run_does_not_retrain(smoke_run, tmp_path):
     config, workdir, _, _ = smoke_run
-    copy = tmp_path / "run"
-    shutil.copytree(workdir, copy)
-    before = (copy / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns
-    model, _ = training.train(config, str(copy))
-    assert (copy / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns == before
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    before = (run / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns
+    # As if the first two epochs had been trained with another TensorFlow.
+    older = {**versions(), "tensorflow": "2.16.1", "since_epoch": 0}
+    (run / "versions.json").write_text(json.dumps(older))
+    model, _ = training.train(config, str(run))
+    assert (run / "checkpoints" / "epoch_0002.keras").stat().st_mtime_ns == before
     assert int(model.optimizer.iterations.numpy()) == 6
-    assert len((copy / "log.csv").read_text().splitlines()) == 3
+    assert len((run / "log.csv").read_text().splitlines()) == 3
+    recorded = json.loads((run / "versions.json").read_text())
+    assert recorded == {**versions(), "since_epoch": 2, "earlier": [older]}
 
 
 def test_resume_from_the_first_checkpoint_matches_the_uninterrupted_run(smoke_run, tmp_path):
