@@ -97,6 +97,16 @@ def _main(argv):
               f"{100 * early['accuracy']:.2f}%, exits {early['exit_counts']}; decisions "
               f"{'equal to' if early['equals_simulated_evaluation'] else 'DIFFERENT FROM'} "
               "the simulated evaluation")  # fmt: skip
+        budgets = check["budgets"]
+        if budgets:
+            same = all(all(b["equals_simulated_evaluation"].values()) for b in budgets.values())
+            print(f"Budget levels {', '.join(budgets)} (early_exit_p*, early_exit_pixels_p*): "
+                  f"decisions {'equal to' if same else 'DIFFERENT FROM'} the simulated "
+                  "evaluation")  # fmt: skip
+        pixels = check["pixels"]
+        print(f"uint8-pixel signatures: max |diff| {pixels['serving_max_abs_diff']:.3g} from "
+              "serving_default on the normalised images; class names "
+              f"{'served' if pixels['class_names_equal'] else 'WRONG'}")  # fmt: skip
         paths = check["paths"]
     else:
         paths = _export_model()
