@@ -30,7 +30,7 @@ def msdnet_train(monkeypatch, capsys):
     """Runs msdnet-train with the given arguments: (exit status, stdout, stderr)."""
 
     def run(*argv):
-        flags.FLAGS.unparse_flags()  # no value left over from an earlier run
+        _reset_flags()
         monkeypatch.setattr(sys, "argv", ["msdnet-train", *argv])
         with pytest.raises(SystemExit) as exit_info:
             train_cli.main()
@@ -38,6 +38,14 @@ def msdnet_train(monkeypatch, capsys):
         return exit_info.value.code, captured.out, captured.err
 
     yield run
+    _reset_flags()
+
+
+def _reset_flags():
+    """No value left over from an earlier run, nor the override flags (--config.x.y) that
+    ml_collections registers for the overrides it parses."""
+    for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+        delattr(flags.FLAGS, name)
     flags.FLAGS.unparse_flags()
 
 
@@ -109,6 +117,18 @@ def test_resume_with_a_changed_model_is_one_line_naming_the_flag(msdnet_train, t
     assert "--allow_config_change" in line
     assert (run / "config.json").read_text() == stored
     assert sorted(os.listdir(run)) == ["checkpoints", "config.json"]
+
+
+def test_allow_config_change_lets_the_resume_go_on_to_the_checkpoint(msdnet_train, tmp_path):
+    run = tmp_path / "run"
+    config = _run_with_checkpoints(run)  # its one checkpoint is an empty file
+    status, _, err = msdnet_train(
+        "--config", "testing", "--workdir", str(run), "--allow_config_change",
+        f"--config.model.growth_rate={int(config.model.growth_rate) + 2}",
+    )  # fmt: skip
+    assert status == 2 and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(PREFIX + "No checkpoint in ") and "is readable" in last
 
 
 def test_debug_shows_the_traceback(msdnet_train, tmp_path):
