@@ -38,11 +38,12 @@ def _cond_of_calls(pred, true_fn, false_fn):
     Inside a `tf.function`, TensorFlow lowers ``tf.cond`` into ``Switch``/``Merge`` ops: the
     branch not taken stays in the caller's graph and the executor still visits each of its
     nodes to pass on the "dead" signal. Where a branch holds blocks of the network (the whole
-    batch path when one image comes, the later blocks after a single image's exit), that visit
-    costs a sizeable part of the call. Here each branch is a `tf.function` called once and kept
-    as a call (``_noinline``): the untaken branch is one dead node. The call is still optimised
-    as the rest of the graph (grappler, oneDNN fusions), so the numbers computed, and hence the
-    exit decisions, are bit for bit those of the inline graph (tests/test_early_exit.py).
+    batch path when one image comes, the later blocks after a single image's first exit), that
+    visit costs a sizeable part of the call. Here each branch is a `tf.function` called once
+    and kept as a call (``_noinline``): the untaken branch is one dead node. The call is still
+    optimised as the rest of the graph (grappler, oneDNN fusions), so the numbers computed, and
+    hence the exit decisions, are bit for bit those of the inline graph
+    (tests/test_early_exit.py).
     Measurements: benchmarks/RESULTS.md.
     """
     return tf.cond(pred, _as_one_call(true_fn), _as_one_call(false_fn))
@@ -79,10 +80,11 @@ class EarlyExitClassifier:
 
     A batch of one image (a single request, the usual serving case) takes a shorter path: a
     chain of ``tf.cond``, exit k deciding whether block k+1 runs, without the partitions,
-    gathers and final permutation a batch needs. That chain, and the choice between it and the
-    batch path, are conds whose branches are each one function call, so that the branch not
-    taken costs one node instead of a visit to each of its ops; the batch path's conds stay
-    inline, where calls measured slower (``benchmarks/RESULTS.md``).
+    gathers and final permutation a batch needs. The choice between it and the batch path,
+    and exit 1's decision in it, are conds whose branches are each one function call, so that
+    the branch not taken costs one node instead of a visit to each of its ops; the later
+    exits' conds and the batch path's stay inline, where calls measured no faster or slower
+    (``benchmarks/RESULTS.md``).
 
     The whole pass is one `tf.function` with a ``[None, H, W, C]`` images signature and a
     ``[K]`` thresholds tensor: it is traced once, for every batch size and every threshold
@@ -259,7 +261,10 @@ class EarlyExitClassifier:
             outputs = self.stages[k].finish(late_inputs, training=False)
             return self._run_one_from(k + 1, outputs, thresholds)
 
-        return _cond_of_calls(confidence[0] >= thresholds[k], lambda: here, later)
+        # After exit 1 the branch not taken holds all later blocks: one call spares the most
+        # dead ops there. Deeper, a call costs about what it spares (benchmarks/RESULTS.md).
+        cond = _cond_of_calls if k == 0 else tf.cond
+        return cond(confidence[0] >= thresholds[k], lambda: here, later)
 
     def _run_from(self, k: int, features, positions, thresholds) -> list:
         """Blocks k, k+1, ... on the samples at `positions` of the batch (0-based k).
