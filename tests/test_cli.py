@@ -99,6 +99,13 @@ def test_user_errors_are_one_line_with_status_2(msdnet_train, tmp_path):
     line = _one_error_line(status, err)
     assert "config.train.epochs" in line and "abc" in line
 
+    status, _, err = msdnet_train(
+        "--config", "testing", "--workdir", workdir, "--config.train.learing_rate=0.1"
+    )
+    line = _one_error_line(status, err)
+    assert "names no config field ('learing_rate')" in line
+    assert 'Did you mean "learning_rate"' in line
+
     line = _one_error_line(*msdnet_train("--config", "testing", "--workdir", "/dev/null/x")[::2])
     assert "Cannot write into /dev/null/x" in line and line.endswith("--workdir=/dev/null/x")
     assert not os.path.exists(workdir)  # none of the runs above wrote anything

@@ -30,7 +30,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 def stage_train_and_evaluate(config, workdir):
     from msdnet_tf.training import train_and_evaluate
 
-    summary = train_and_evaluate(config, workdir)
+    summary = train_and_evaluate(config, workdir, progress=program.progress())
     print("\nPer-exit test accuracy:")
     for record in summary["per_exit"]:
         print(f"  {record['name']}: top-1 {100 * record['top1']:.2f}%  "

@@ -108,9 +108,16 @@ def _parser(prog: str):
         debug = "--debug" in argv
         try:
             return flags.FLAGS(_resolve_config_argv(argv))
-        except (flags.Error, *USER_ERRORS) as error:
+        except (flags.Error, AttributeError, KeyError, *USER_ERRORS) as error:
             if debug:
                 raise
+            if isinstance(error, (AttributeError, KeyError)):  # a --config.x of no field
+                cause = error.args[0] if error.args else error
+                while isinstance(cause, (AttributeError, KeyError)) and cause.args:
+                    cause = cause.args[0]
+                field = str(cause).split("\n")[0].strip("'\"")
+                hint = str(cause).split("\n")[-1] if "\n" in str(cause) else ""
+                error = f"a --config.* flag names no config field ('{field}'). {hint}"
             _fail(prog, f"{error} (--help lists the flags)")
 
     return parse
