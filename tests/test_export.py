@@ -136,8 +136,8 @@ def test_early_exit_signatures_equal_the_engine(testing_model, images, threshold
 def test_signature_names_shapes_and_dtypes(reloaded, thresholds):
     _, structure, _ = reloaded
     # No mean / std and no budget levels at export: no pixel or per-budget signatures.
-    assert sorted(structure) == ["early_exit", "early_exit_default", "serving_default",
-                                 "thresholds_variable"]  # fmt: skip
+    assert sorted(structure) == ["early_exit", "early_exit_default", "explain",
+                                 "serving_default", "thresholds_variable"]  # fmt: skip
     images = {"images": [[None, 16, 16, 3], "float32"]}
     per_sample = {
         "class_id": [[None], "int64"],
@@ -153,6 +153,13 @@ def test_signature_names_shapes_and_dtypes(reloaded, thresholds):
     assert structure["early_exit"]["outputs"] == per_sample
     assert structure["early_exit_default"]["inputs"] == images
     assert structure["early_exit_default"]["outputs"] == per_sample
+    assert structure["explain"]["inputs"] == images
+    assert structure["explain"]["outputs"] == {
+        "probabilities": [[None, 3, 10], "float32"],
+        "class_id": [[None, 3], "int64"],
+        "class_name": [[None, 3], "string"],
+        "maps": [[None, 3, 16, 16], "float32"],
+    }
     want = np.append(thresholds[1], -np.inf).astype("float32").tolist()
     assert structure["thresholds_variable"] == want
 

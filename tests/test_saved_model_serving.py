@@ -29,11 +29,11 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 MEAN = (0.3, 0.4, 0.5)
 STD = (0.2, 0.25, 0.3)
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SIGNATURES = [
-    "early_exit", "early_exit_default", "early_exit_p30", "early_exit_p5",
-    "early_exit_pixels", "early_exit_pixels_p30", "early_exit_pixels_p5", "serving_default",
-    "serving_pixels",
-]  # fmt: skip
+SIGNATURES = sorted([
+    "early_exit", "early_exit_default", "early_exit_p30", "early_exit_p5", "explain",
+    "explain_pixels", "early_exit_pixels", "early_exit_pixels_p30", "early_exit_pixels_p5",
+    "serving_default", "serving_pixels",
+])  # fmt: skip
 # Runs in a fresh Python with TensorFlow alone: every signature (uint8 inputs get the pixels),
 # metadata() and the assets.
 RELOAD = """
@@ -213,6 +213,27 @@ def test_budget_levels_decide_differently(served):
     assert cheap.mean() < late.mean()
 
 
+def test_explain_serves_each_exits_map_beside_its_answer(testing_model, pixels, served):
+    """Issue 15: the SavedModel's explain signatures, reloaded without msdnet_tf, give every
+    exit's probabilities and gradcam_tf's Grad-CAM of its top-1 class (default layer and
+    resize) within 1e-5."""
+    import gradcam_tf
+
+    outputs, _, _, _ = served
+    images = _normalize(pixels)
+    probs = np.stack(_probs(testing_model, images))  # (K, N, C)
+    cam = gradcam_tf.GradCAM(testing_model)
+    expected = np.stack(cam.explain(images))  # (K, N, H, W): each exit's predicted class
+    for name in ("explain", "explain_pixels"):
+        np.testing.assert_allclose(outputs[f"{name}/probabilities"], probs.transpose(1, 0, 2),
+                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_array_equal(outputs[f"{name}/class_id"], probs.argmax(-1).T)
+        assert (outputs[f"{name}/class_name"] == np.array(NAMES)[probs.argmax(-1).T]).all()
+        assert outputs[f"{name}/maps"].shape == (len(pixels), 3, 16, 16)
+        np.testing.assert_allclose(outputs[f"{name}/maps"], expected.transpose(1, 0, 2, 3),
+                                   atol=1e-5)  # fmt: skip
+
+
 def test_metadata_reads_with_tensorflow_alone(testing_model, levels, served):
     _, report, _, _ = served
     assert report["msdnet_tf_imported"] == []
@@ -336,6 +357,31 @@ def test_readme_recipe_runs_saved_model_cli_on_a_png(testing_model, tmp_path):
     want = _probs(testing_model, splits.normalize(splits.test_x[:1]))[-1][0]
     assert printed["class_name"] == f"[b'{splits.class_names[want.argmax()]}']"
     assert printed["class_id"] == f"[{want.argmax()}]"
+
+
+@pytest.mark.slow
+def test_readme_explain_recipe_runs_saved_model_cli(testing_model, tmp_path):
+    cli = _saved_model_cli()
+    if cli is None:
+        pytest.skip("saved_model_cli is not installed")
+    path = export_saved_model(testing_model, str(tmp_path / "sm"), mean=MEAN, std=STD)
+    image = np.random.default_rng(1).integers(0, 256, size=(1, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    with open(README, encoding="utf-8") as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    block = next(b for b in blocks if "explain_pixels" in b)
+    commands = [c for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+    assert [c.split()[0] for c in commands] == ["saved_model_cli", "python"]
+    for command in commands:
+        args = shlex.split(command.replace("runs/digits_demo/export/saved_model", path))
+        args[0] = {"python": sys.executable, "saved_model_cli": cli}[args[0]]
+        stdout = _finish(_start(args, cwd=str(tmp_path)))
+    import gradcam_tf
+
+    maps = np.load(tmp_path / "explained" / "maps.npy")
+    expected = np.stack(gradcam_tf.GradCAM(testing_model).explain(_normalize(image)))
+    np.testing.assert_allclose(maps, expected.transpose(1, 0, 2, 3), atol=1e-5)
+    assert stdout.split()[-1] == str(maps[0, -1].argmax())
 
 
 @pytest.mark.slow

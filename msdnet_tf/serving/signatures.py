@@ -29,6 +29,7 @@ import tensorflow as tf
 from msdnet_tf.common import json_value
 from msdnet_tf.model.builder import num_exits
 from msdnet_tf.serving.engine import EarlyExitClassifier
+from msdnet_tf.serving.explain import explain_signature
 from msdnet_tf.serving.thresholds import check_thresholds
 
 __all__ = [
@@ -203,6 +204,13 @@ class ServingModule(AnytimeModule):
       (with `thresholds`) and ``early_exit_pixels_p{p}(images)``: the same on uint8 pixels,
       normalised as ``(pixel / 255 - mean) / std`` in the graph.
 
+    * with `explain`: ``explain(images)`` (and ``explain_pixels`` with `mean` and `std`): every
+      exit's answer with its Grad-CAM map at the default target layer, resized to the input,
+      from one forward and one backward pass (`msdnet_tf.serving.explain.explain_signature`),
+      batch first for TF Serving's row format: ``probabilities`` ``[N, K, classes]``,
+      ``class_id`` ``[N, K]`` int64 (each exit's top-1, the class its map explains),
+      ``class_name`` ``[N, K]`` and ``maps`` ``[N, K, H, W]`` in [0, 1].
+
     ``metadata()`` (no arguments) returns the JSON text of `metadata_dict`.
 
     Args:
@@ -216,6 +224,7 @@ class ServingModule(AnytimeModule):
             signatures (``p`` > 0; the suffix is `budget_suffix`).
         metadata: more JSON-able entries for the metadata (e.g. ``preset``, ``model``,
             ``checkpoint``, ``p``); keys the module writes itself are refused.
+        explain: add the ``explain`` signatures (Grad-CAM of every exit beside its answer).
 
     Raises:
         ValueError: bad thresholds, class names, mean / std, budgets or metadata keys.
@@ -231,6 +240,7 @@ class ServingModule(AnytimeModule):
         class_names=None,
         budgets=None,
         metadata=None,
+        explain: bool = True,
     ):
         super().__init__(model, fold)
         plain = self._plain
@@ -271,8 +281,14 @@ class ServingModule(AnytimeModule):
                 floats)  # fmt: skip
         for suffix, (_, values) in plain.budgets.items():
             add(f"early_exit_{suffix}", self._baked(values), floats)
+        if explain:
+            plain.explain = explain_signature(plain.model)
+            add("explain", self._explain, floats)
         if plain.normalization is not None:
             add("serving_pixels", self._serving_pixels, pixels)
+            if explain:
+                add("explain_pixels", lambda images: self._explain(self.normalize(images)),
+                    pixels)  # fmt: skip
             if plain.default is not None:
                 add("early_exit_pixels",
                     lambda images: self._early_exit(self.normalize(images), self.thresholds),
@@ -313,6 +329,16 @@ class ServingModule(AnytimeModule):
             return self._early_exit(images, tf.constant(values, tf.float32))
 
         return early_exit
+
+    def _explain(self, images) -> dict:
+        out = self._plain.explain(images)
+        class_id = tf.transpose(out["classes"])
+        return {
+            "probabilities": tf.transpose(out["probabilities"], [1, 0, 2]),
+            "class_id": class_id,
+            "class_name": self._class_name(class_id),
+            "maps": tf.transpose(out["maps"], [1, 0, 2, 3]),
+        }
 
     def _serving_pixels(self, images) -> dict:
         out = self.probabilities(self.normalize(images))
