@@ -49,6 +49,7 @@ __all__ = [
     "is_reference_eligible",
     "reference_statistics_call",
     "reference_statistics_layers",
+    "walk_layers",
     "restore_reference_call",
     "update_moving_statistics",
     "use_keras_statistics",
@@ -198,7 +199,7 @@ def use_reference_statistics(model: keras.Model) -> int:
         25
     """
     _check_model(model)
-    for layer in _layers(model):
+    for layer in walk_layers(model):
         if is_reference_eligible(layer):
             _set_private(layer, _MARK, True)
             if _CALL not in layer.__dict__:  # a fast kernel's call reads the mark itself
@@ -209,7 +210,7 @@ def use_reference_statistics(model: keras.Model) -> int:
 def use_keras_statistics(model: keras.Model) -> None:
     """Undo `use_reference_statistics`: the moving variance follows Keras' rule again."""
     _check_model(model)
-    for layer in _layers(model):
+    for layer in walk_layers(model):
         if not uses_reference_statistics(layer):
             continue
         object.__delattr__(layer, _MARK)
@@ -220,7 +221,7 @@ def use_keras_statistics(model: keras.Model) -> None:
 
 def reference_statistics_layers(model: keras.Model) -> list[str]:
     """Names of the layers of `model` that update their statistics with PyTorch's rule."""
-    return [layer.name for layer in _layers(model) if uses_reference_statistics(layer)]
+    return [layer.name for layer in walk_layers(model) if uses_reference_statistics(layer)]
 
 
 def restore_reference_call(layer) -> None:
@@ -242,9 +243,10 @@ def _check_model(model) -> None:
         raise ValueError(f"Expected a keras.Model. Received: model={model!r}")
 
 
-def _layers(model):
+def walk_layers(model):
+    """Every layer of `model`, nested models walked (the models themselves not yielded)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _layers(layer)
+            yield from walk_layers(layer)
         else:
             yield layer

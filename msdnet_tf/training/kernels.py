@@ -45,6 +45,7 @@ from msdnet_tf.training.batchnorm import (
     channel_count,
     restore_reference_call,
     update_moving_statistics,
+    walk_layers,
 )
 
 __all__ = [
@@ -203,7 +204,7 @@ def fast_kernel_layers(model: keras.Model) -> dict[str, list[str]]:
         ``{"pointwise_conv": [...], "batchnorm": [...]}``.
     """
     found = {"pointwise_conv": [], "batchnorm": []}
-    for layer in _layers(model):
+    for layer in walk_layers(model):
         if _runs(layer, _POINTWISE_ATTRIBUTE, _pointwise_convolution_op):
             found["pointwise_conv"].append(layer.name)
         if _runs(layer, _BATCHNORM_ATTRIBUTE, _fused_batchnorm_call):
@@ -240,7 +241,7 @@ def use_fast_kernels(
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model. Received: model={model!r}")
-    for layer in _layers(model):
+    for layer in walk_layers(model):
         if pointwise_conv and is_pointwise_conv(layer):
             setattr(layer, _POINTWISE_ATTRIBUTE, types.MethodType(_pointwise_convolution_op, layer))
         if batchnorm and is_fusable_batchnorm(layer):
@@ -254,18 +255,9 @@ def use_standard_kernels(model: keras.Model) -> None:
     A BatchNorm marked by `msdnet_tf.training.batchnorm.use_reference_statistics` keeps the
     reference's moving statistics (its call goes back to that module's standard-kernel call).
     """
-    for layer in _layers(model):
+    for layer in walk_layers(model):
         if _runs(layer, _POINTWISE_ATTRIBUTE, _pointwise_convolution_op):
             object.__delattr__(layer, _POINTWISE_ATTRIBUTE)
         if _runs(layer, _BATCHNORM_ATTRIBUTE, _fused_batchnorm_call):
             object.__delattr__(layer, _BATCHNORM_ATTRIBUTE)
             restore_reference_call(layer)
-
-
-def _layers(model):
-    """Every layer of `model`, nested models walked."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
