@@ -12,12 +12,12 @@ for its outputs. Maps are resized to the image with half-pixel bilinear interpol
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import keras
 import numpy as np
 
 import gradcam_tf
+from msdnet_tf.model.builder import num_exits
 
 __all__ = [
     "LAYER_CHOICES",
@@ -34,7 +34,6 @@ _DESCRIPTIONS = {
     "features": "the block features each head reads",
     "conv_out": "each head's last conv",
 }
-_EXIT_OUTPUT = re.compile(r"exit(\d+)_logits$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +67,11 @@ def layer_description(layer: str) -> str:
 
 def is_msdnet(model: keras.Model) -> bool:
     """Whether `model` is an MSD-Net: outputs named ``exit{k}_logits`` and exit heads."""
-    names = list(getattr(model, "output_names", None) or [])
-    if not names or not all(_EXIT_OUTPUT.fullmatch(n) for n in names):
+    try:
+        count = num_exits(model)
+    except ValueError:
         return False
-    return any(layer.name == "exit1_conv_out" for layer in model.layers)
+    return count == len(model.outputs) and any(x.name == "exit1_conv_out" for x in model.layers)
 
 
 def exit_numbers(model: keras.Model, exits) -> list[int]:
