@@ -148,7 +148,7 @@ def _export_model() -> dict:
     metadata = {"data": _DATA.value, "checkpoint": identity.to_json()}
     return export_model(
         model, _OUT.value, thresholds=thresholds, tflite=_TFLITE.value, fold=_FOLD.value,
-        metadata=metadata, **kwargs,
+        metadata=metadata, progress=program.progress(), **kwargs,
     )  # fmt: skip
 
 

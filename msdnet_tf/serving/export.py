@@ -280,6 +280,7 @@ def export_model(
     thresholds=None,
     tflite: bool = False,
     fold: bool = False,
+    progress: bool = False,
     **saved_model,
 ) -> dict:
     """Writes every export format of `model` into `out_dir`.
@@ -296,6 +297,7 @@ def export_model(
         thresholds: optional default early-exit thresholds (K or K-1 values).
         tflite: also convert to TFLite.
         fold: the SavedModel serves the BatchNorm-folded model (see `export_saved_model`).
+        progress: a progress bar over the stages (SavedModel, .keras, the TFLite conversions).
         **saved_model: `export_saved_model`'s keyword arguments ``mean``, ``std``,
             ``class_names``, ``budgets`` and ``metadata``.
 
@@ -303,25 +305,42 @@ def export_model(
         A dict from format name (``saved_model``, ``keras``, ``thresholds``, ``tflite``,
         ``tflite_segments``) to path.
     """
+    from tqdm.auto import tqdm
+
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"saved_model": os.path.join(out_dir, "saved_model")}
-    export_saved_model(model, paths["saved_model"], thresholds, fold=fold, **saved_model)
-    paths["keras"] = os.path.join(out_dir, "model.keras")
-    model.save(paths["keras"])
-    if thresholds is not None:
-        paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
-        # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
-        values = check_thresholds(thresholds, num_exits(model))
-        write_json({"thresholds": values}, paths["thresholds"])
-    if tflite:
-        paths["tflite"] = os.path.join(out_dir, "model.tflite")
-        with open(paths["tflite"], "wb") as f:
-            f.write(to_tflite(model))
-        paths["tflite_segments"] = os.path.join(out_dir, "tflite_segments")
-        os.makedirs(paths["tflite_segments"], exist_ok=True)
-        for k, content in enumerate(to_tflite_segments(model), start=1):
-            with open(os.path.join(paths["tflite_segments"], f"segment{k}.tflite"), "wb") as f:
-                f.write(content)
-        with open(os.path.join(paths["tflite_segments"], "single_image.tflite"), "wb") as f:
-            f.write(to_tflite_single_image(model))
+    stages = 2 + (3 if tflite else 0)
+    bar = tqdm(total=stages, desc="export", unit="stage", disable=not progress, leave=False)
+
+    def stage(name: str) -> None:
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
+
+    try:
+        paths = {"saved_model": os.path.join(out_dir, "saved_model")}
+        export_saved_model(model, paths["saved_model"], thresholds, fold=fold, **saved_model)
+        stage("SavedModel")
+        paths["keras"] = os.path.join(out_dir, "model.keras")
+        model.save(paths["keras"])
+        stage(".keras")
+        if thresholds is not None:
+            paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
+            # JSON has no infinity: +-inf are written as "inf" / "-inf" (as in budgeted.json).
+            values = check_thresholds(thresholds, num_exits(model))
+            write_json({"thresholds": values}, paths["thresholds"])
+        if tflite:
+            paths["tflite"] = os.path.join(out_dir, "model.tflite")
+            with open(paths["tflite"], "wb") as f:
+                f.write(to_tflite(model))
+            stage("model.tflite")
+            paths["tflite_segments"] = os.path.join(out_dir, "tflite_segments")
+            os.makedirs(paths["tflite_segments"], exist_ok=True)
+            for k, content in enumerate(to_tflite_segments(model), start=1):
+                with open(os.path.join(paths["tflite_segments"], f"segment{k}.tflite"), "wb") as f:
+                    f.write(content)
+            stage("tflite_segments")
+            with open(os.path.join(paths["tflite_segments"], "single_image.tflite"), "wb") as f:
+                f.write(to_tflite_single_image(model))
+            stage("single_image.tflite")
+    finally:
+        bar.close()
     return paths

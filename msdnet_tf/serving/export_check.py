@@ -227,7 +227,7 @@ def export_run(
     paths = export_model(
         model, out_dir, thresholds=thresholds, tflite=tflite, fold=fold, mean=splits.mean,
         std=splits.std, class_names=splits.class_names, budgets=budget_thresholds,
-        metadata=_metadata(run, evaluation, p),
+        metadata=_metadata(run, evaluation, p), progress=progress,
     )  # fmt: skip
 
     pixels = splits.test_images()
