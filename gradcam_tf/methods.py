@@ -208,6 +208,7 @@ class ScoreCAM(BaseCAM):
         score_on: "probabilities" (default, as tf-keras-vis and the paper) or "logits".
         compiled: run the clean and the masked forward passes as traced graphs (default; one
             graph for the masked images of each output, any number of rows) or eagerly.
+        progress: a tqdm progress bar over the channels scored (one masked pass each).
 
     Example:
         >>> maps = gradcam_tf.ScoreCAM(model, max_channels=16).explain(images)
@@ -228,10 +229,12 @@ class ScoreCAM(BaseCAM):
         batch_size: int = 32,
         score_on: str = "probabilities",
         compiled: bool = True,
+        progress: bool = False,
     ):
         super().__init__(model, score_on=score_on, compiled=compiled)
         self.max_channels = check_positive_int(max_channels, "max_channels", allow_none=True)
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.progress = bool(progress)
 
     def channel_weights(self, ctx: CamContext) -> tf.Tensor:
         acts = ctx.activations.numpy()
@@ -252,6 +255,10 @@ class ScoreCAM(BaseCAM):
         weights = np.zeros((batch, channels), np.float32)
         rows = np.arange(batch)
         groups_per_call = max(1, self.batch_size // batch)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=keep, desc=f"Score-CAM {ctx.layer}", unit="channel",
+                   disable=not self.progress, leave=False)  # fmt: skip
         for start in range(0, keep, groups_per_call):
             stop = min(start + groups_per_call, keep)
             # (groups, batch, h, w): channel chosen[b, g] of sample b, group-major.
@@ -266,4 +273,6 @@ class ScoreCAM(BaseCAM):
             scores = ctx.score(masked).numpy()
             for g in range(start, stop):
                 weights[rows, chosen[:, g]] = scores[g - start]
+            bar.update(stop - start)
+        bar.close()
         return tf.constant(weights)

@@ -113,6 +113,15 @@ def test_resize_modes(tiny_model, tiny_images):
     assert np.abs(zoomed - bilinear).max() > 1e-3
 
 
+def test_score_cam_progress_counts_the_channels_and_changes_nothing(tiny_model, tiny_images,
+                                                                   capsys):  # fmt: skip
+    quiet = gradcam_tf.ScoreCAM(tiny_model, max_channels=3).explain(tiny_images)
+    shown = gradcam_tf.ScoreCAM(tiny_model, max_channels=3, progress=True).explain(tiny_images)
+    np.testing.assert_array_equal(quiet[0], shown[0])
+    err = capsys.readouterr().err
+    assert "Score-CAM conv2" in err and "/3 [" in err  # the layer and the channels to score
+
+
 def test_score_cam_is_batch_independent(tiny_model, tiny_images):
     """Each image keeps its own top channels, so batching does not change its map; the
     batch size of the masked forward passes does not either."""
