@@ -34,6 +34,7 @@ import zipfile
 import numpy as np
 
 from msdnet_tf.common import read_json, write_json
+from msdnet_tf.evaluation import read_budgeted_json
 from msdnet_tf.runs.identity import CheckpointIdentity
 
 __all__ = [
@@ -49,7 +50,6 @@ CHECKPOINTS = ("model.keras", "best.keras")
 EVAL_DIR = "eval"
 EVAL_RECORD = "checkpoint.json"
 _LEGACY_FILES = ("probabilities.npz", "results.json", "budgeted.json", "per_exit.json")
-_INF = {"inf": np.inf, "-inf": -np.inf}
 
 
 class StaleEvaluationError(ValueError):
@@ -72,6 +72,7 @@ class Evaluation:
         val_probs: ``(K, N_val, C)`` on the validation split, or None (no budgeted sweep).
         val_labels: ``(N_val,)`` or None.
         summary: the content of ``results.json``.
+        test_labels_sha256: the hash of the test labels it was computed on (``checkpoint.json``).
     """
 
     folder: str
@@ -81,6 +82,7 @@ class Evaluation:
     val_probs: np.ndarray | None
     val_labels: np.ndarray | None
     summary: dict
+    test_labels_sha256: str | None
 
     @classmethod
     def read(cls, folder: str) -> Evaluation:
@@ -111,19 +113,15 @@ class Evaluation:
             val_probs=arrays.get("val_probs"),
             val_labels=arrays.get("val_labels"),
             summary=summary,
+            test_labels_sha256=record.get("test_labels_sha256"),
         )
 
     @property
     def budgeted(self) -> list[dict] | None:
         """The budgeted sweep's records (thresholds as float64 arrays with +-inf), or None."""
-        records = self.summary.get("budgeted")
-        if not records:
+        if not self.summary.get("budgeted"):
             return None
-        out = []
-        for record in records:
-            thresholds = [_INF.get(t, t) if isinstance(t, str) else t for t in record["thresholds"]]
-            out.append({**record, "thresholds": np.asarray(thresholds, dtype=np.float64)})
-        return out
+        return read_budgeted_json(os.path.join(self.folder, "budgeted.json"))["records"]
 
     def thresholds(self, p) -> np.ndarray:
         """The thresholds of budget level `p` (q = p / 20) of this evaluation's sweep.
@@ -401,9 +399,7 @@ class Run:
                 f"{self.identity}: evaluate the run again (scripts/evaluate.py "
                 f"--workdir {self.folder} --checkpoint {self.checkpoint})."
             )
-        record = read_json(os.path.join(folder, EVAL_RECORD), "evaluation record")
-        expected = record.get("test_labels_sha256")
-        if expected != _labels_sha256(self.splits().test_y):
+        if evaluation.test_labels_sha256 != _labels_sha256(self.splits().test_y):
             raise StaleEvaluationError(
                 f"{folder} was computed on other test data than {self.data} as loaded now "
                 f"(another data_dir or hold-out): evaluate the run again. Received: "
